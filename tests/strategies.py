@@ -1,0 +1,69 @@
+"""Hypothesis strategies for random process instances, built as plain NumPy arrays.
+
+Hypothesis draws small integers and a seed; the arrays come from a NumPy generator seeded with it, so
+shapes stay bounded (jit caches stay small) and examples shrink to small sizes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import strategies as st
+
+STYLES = ("dense", "sparse", "near_deterministic", "deterministic", "emit_then_move", "move_then_emit")
+
+
+def _rows(rng: np.random.Generator, rows: int, width: int, style: str) -> np.ndarray:
+    """`rows` probability vectors of length `width` in the given style (each with a nonzero entry)."""
+    if style == "deterministic":
+        out = np.zeros((rows, width))
+        out[np.arange(rows), rng.integers(width, size=rows)] = 1.0
+        return out
+    out = rng.dirichlet(np.full(width, 0.7), size=rows)
+    if style == "sparse":
+        mask = rng.random((rows, width)) < 0.5
+        mask[np.arange(rows), rng.integers(width, size=rows)] = True
+        out = out * mask
+    elif style == "near_deterministic":
+        out = 1e-7 * out
+        out[np.arange(rows), rng.integers(width, size=rows)] += 1.0
+    return out / out.sum(axis=1, keepdims=True)
+
+
+def random_hmm(rng: np.random.Generator, vocab_size: int, num_states: int, style: str):
+    """(T [V, S, S], pi [S]) of an edge-emitting HMM in `style`."""
+    if style == "emit_then_move":
+        emit = _rows(rng, num_states, vocab_size, "sparse")
+        move = _rows(rng, num_states, num_states, "dense")
+        transitions = np.einsum("iv,ij->vij", emit, move)
+    elif style == "move_then_emit":
+        move = _rows(rng, num_states, num_states, "sparse")
+        emit = _rows(rng, num_states, vocab_size, "dense")
+        transitions = np.einsum("ij,jv->vij", move, emit)
+    else:
+        joint = _rows(rng, num_states, vocab_size * num_states, style)  # [i, (v, j)]
+        transitions = joint.reshape(num_states, vocab_size, num_states).transpose(1, 0, 2)
+    initial = _rows(rng, 1, num_states, "sparse" if style == "sparse" else "dense")[0]
+    return transitions, initial
+
+
+@st.composite
+def hmms(draw, max_vocab: int = 3, max_states: int = 3, min_vocab: int = 1, styles=STYLES):
+    """A random edge-emitting HMM as arrays: (transitions, initial)."""
+    vocab_size = draw(st.integers(min_vocab, max_vocab))
+    num_states = draw(st.integers(1, max_states))
+    style = draw(st.sampled_from(styles))
+    seed = draw(st.integers(0, 2**32 - 1))
+    return random_hmm(np.random.default_rng(seed), vocab_size, num_states, style)
+
+
+@st.composite
+def hmm_pairs(draw, max_vocab: int = 3, max_states: int = 3):
+    """Two random HMMs over the same vocabulary: a data process and a predictor."""
+    vocab_size = draw(st.integers(1, max_vocab))
+    out = []
+    for _ in range(2):
+        num_states = draw(st.integers(1, max_states))
+        style = draw(st.sampled_from(STYLES))
+        seed = draw(st.integers(0, 2**32 - 1))
+        out.append(random_hmm(np.random.default_rng(seed), vocab_size, num_states, style))
+    return tuple(out)

@@ -1,0 +1,1 @@
+"""Exact theoretical results and checkable claims for the toymodels testbed."""

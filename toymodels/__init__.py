@@ -1,0 +1,1 @@
+"""Toy data-generating processes, small transformers and exact divergences."""

@@ -1,0 +1,238 @@
+"""The generic exact finite-state process: an edge-emitting hidden Markov model.
+
+T[v, i, j] = P(emit v, go to state j | state i), initial state distribution pi. The belief after t
+tokens is b_t(j) = P(state j | x_1..x_t) (b_0 = pi); one normalised filtering recursion
+
+    u = b_t T[x_{t+1}],   p(x_{t+1} | x_<=t) = sum_j u_j,   b_{t+1} = u / sum_j u_j
+
+gives log-probabilities, next-token conditionals and belief states in a single `lax.scan`.
+
+Two common structures have a cheaper step, detected exactly when the process is built:
+  emit_then_move  T[v, i, j] = B[i, v] A[i, j]  (a standard HMM: emit from the current state, then move)
+  move_then_emit  T[v, i, j] = A[i, j] C[j, v]  (move, then emit from the new state; e.g. Mess3)
+Both cost one S x S matmul per token instead of one S x VS matmul.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int
+
+from toymodels.predictors import PytreeNode, check_tokens
+from toymodels.processes._validation import as_probabilities, check_sums_to_one, device_dtype
+
+GENERAL, EMIT_THEN_MOVE, MOVE_THEN_EMIT = "general", "emit_then_move", "move_then_emit"
+
+
+def _factorise(transitions: np.ndarray, dtype) -> tuple[str, np.ndarray, np.ndarray]:
+    """Return (structure, A, E) where E is the per-state emission table of that structure."""
+    t = transitions.astype(np.float64)
+    tolerance = 8 * np.finfo(dtype).eps * max(1.0, t.max())
+    moves = t.sum(axis=0)  # A[i, j] = P(go to j | i)
+    emit_now = t.sum(axis=2).T  # B[i, v] = P(emit v | i)
+    if np.max(np.abs(t - emit_now.T[:, :, None] * moves[None])) <= tolerance:
+        return EMIT_THEN_MOVE, moves, emit_now
+    arrivals = moves.sum(axis=0)  # total weight of arriving at j
+    emit_on_arrival = np.divide(t.sum(axis=1).T, arrivals[:, None], out=np.zeros_like(emit_now), where=arrivals[:, None] > 0)
+    if np.max(np.abs(t - moves[None] * emit_on_arrival.T[:, None, :])) <= tolerance:
+        return MOVE_THEN_EMIT, moves, emit_on_arrival
+    return GENERAL, moves, emit_now
+
+
+class HMMProcess(PytreeNode):
+    """An exact edge-emitting HMM process; see the module docstring.
+
+    Args:
+        transitions: [V, S, S], T[v, i, j] = P(emit v, go to j | i); each T[:, i, :] sums to 1.
+        initial: [S], the distribution of the state before the first token.
+        latents: optional map from a latent's name to (labels of its K values, the value of each of the
+            S states as an int array [S]); `posterior(tokens, name)` is the belief pushed through that
+            map. Without it, the one latent "state" is the hidden state itself.
+    """
+
+    _data_fields = ("transitions", "initial", "moves", "emissions", "latent_maps")
+    _static_fields = ("structure", "latent_names", "latent_labels")
+
+    def __init__(
+        self,
+        transitions: Float[Array, "V S S"],
+        initial: Float[Array, " S"],
+        latents: Mapping[str, tuple[Sequence[str], Sequence[int]]] | None = None,
+    ):
+        t = as_probabilities(transitions, "transitions", ndim=3)
+        if t.shape[1] != t.shape[2]:
+            raise ValueError(f"transitions must have shape [V, S, S], got {t.shape}")
+        pi = as_probabilities(initial, "initial", ndim=1)
+        if pi.shape[0] != t.shape[1]:
+            raise ValueError(
+                f"initial has {pi.shape[0]} states but transitions has {t.shape[1]}; they must agree"
+            )
+        dtype = device_dtype(t)
+        check_sums_to_one(t.sum(axis=(0, 2)), "transitions", "each row T[:, i, :] over (token, next state)", dtype)
+        check_sums_to_one(np.asarray([pi.sum()]), "initial", "the initial distribution", dtype)
+        structure, moves, emissions = _factorise(t, dtype)
+
+        num_states = t.shape[1]
+        latents = dict(latents) if latents else {"state": ([f"s{i}" for i in range(num_states)], np.arange(num_states))}
+        names, labels, maps = [], [], []
+        for name, (value_labels, of_state) in latents.items():
+            of_state = np.asarray(of_state)
+            value_labels = tuple(str(x) for x in value_labels)
+            if of_state.shape != (num_states,) or not np.issubdtype(of_state.dtype, np.integer):
+                raise ValueError(f"latents[{name!r}] must map each of the {num_states} states to an int, got {of_state}")
+            if of_state.min() < 0 or of_state.max() >= len(value_labels):
+                raise ValueError(f"latents[{name!r}] maps a state outside its {len(value_labels)} labels")
+            names.append(str(name))
+            labels.append(value_labels)
+            maps.append(jnp.asarray(np.eye(len(value_labels))[of_state], dtype))
+
+        self.transitions = jnp.asarray(t, dtype)
+        self.initial = jnp.asarray(pi, dtype)
+        self.moves = jnp.asarray(moves, dtype)
+        self.emissions = jnp.asarray(emissions, dtype)
+        self.latent_maps = tuple(maps)
+        self.structure = structure
+        self.latent_names = tuple(names)
+        self.latent_labels = tuple(labels)
+
+    # ---- sizes and metadata -------------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        return self.transitions.shape[0]
+
+    @property
+    def num_states(self) -> int:
+        return self.transitions.shape[1]
+
+    max_length = None
+
+    @property
+    def latents(self) -> dict[str, tuple[str, ...]]:
+        return dict(zip(self.latent_names, self.latent_labels))
+
+    # ---- exact inference ----------------------------------------------------------------------------
+    def log_prob(self, tokens: Int[Array, "B L"]) -> Float[Array, " B"]:
+        """log P(x_1..x_L); -inf for a sequence the process cannot produce."""
+        return _filter(self, check_tokens(tokens), want_conditionals=False, want_beliefs=False)[0].sum(axis=-1)
+
+    def log_conditionals(self, tokens: Int[Array, "B L"]) -> Float[Array, "B L V"]:
+        """log p(x_t = v | x_<t); -inf for every v after an impossible prefix."""
+        return _filter(self, check_tokens(tokens), want_conditionals=True, want_beliefs=False)[1]
+
+    def belief_states(self, tokens: Int[Array, "B L"]) -> Float[Array, "B L+1 S"]:
+        """P(state after t tokens | x_1..x_t) for t = 0..L; stays at the last possible belief after an
+        impossible token."""
+        return _filter(self, check_tokens(tokens), want_conditionals=False, want_beliefs=True)[2]
+
+    def posterior(self, tokens: Int[Array, "B L"], latent: str | None = None) -> Float[Array, "B L+1 K"]:
+        """Exact posterior over the named latent after t tokens (entry 0 is its prior)."""
+        index = self._latent_index(latent)
+        return self.belief_states(tokens) @ self.latent_maps[index]
+
+    def _latent_index(self, latent: str | None) -> int:
+        if latent is None:
+            return 0
+        if latent not in self.latent_names:
+            raise ValueError(f"latent must be one of {self.latent_names}, got {latent!r}")
+        return self.latent_names.index(latent)
+
+    # ---- incremental interface ----------------------------------------------------------------------
+    def init_state(self, batch: int):
+        belief = jnp.broadcast_to(self.initial, (batch, self.num_states))
+        alive = jnp.ones((batch,), bool)
+        return (belief, alive), _log_next(self, belief, alive)
+
+    def step(self, state, token: Int[Array, " B"]):
+        belief, alive = state
+        belief, alive, _ = _update(self, belief, alive, token)
+        return (belief, alive), _log_next(self, belief, alive)
+
+    # ---- sampling -----------------------------------------------------------------------------------
+    def sample(self, key: Array, num_sequences: int, length: int) -> Int[Array, "B L"]:
+        """Exact ancestral sampling of the joint (token, next state) chain."""
+        num_sequences, length = _check_sizes(num_sequences, length)
+        return _sample(self, key, num_sequences, length)
+
+
+def _check_sizes(num_sequences, length) -> tuple[int, int]:
+    if int(num_sequences) != num_sequences or num_sequences < 1:
+        raise ValueError(f"num_sequences must be a positive int, got {num_sequences}")
+    if int(length) != length or length < 0:
+        raise ValueError(f"length must be a non-negative int, got {length}")
+    return int(num_sequences), int(length)
+
+
+# --------------------------------------------------------------------------------------------------
+# The recursion. `_update` consumes one token per sequence; `_log_next` gives the next conditionals.
+# --------------------------------------------------------------------------------------------------
+
+
+def _log_next(process: HMMProcess, belief, alive):
+    if process.structure == MOVE_THEN_EMIT:
+        probs = (belief @ process.moves) @ process.emissions
+    else:
+        probs = belief @ process.emissions
+    return jnp.where(alive[:, None], jnp.log(probs), -jnp.inf)
+
+
+def _update(process: HMMProcess, belief, alive, token):
+    """One filtering step. Returns (belief, alive, log p(token | past)); impossible tokens (zero
+    probability, or ids >= V) leave the belief where it was and mark the sequence dead."""
+    vocab = process.vocab_size
+    in_vocab = token < vocab
+    safe = jnp.where(in_vocab, token, 0)
+    if process.structure == EMIT_THEN_MOVE:
+        weighted = belief * process.emissions.T[safe]
+        unnormalised = weighted @ process.moves
+    elif process.structure == MOVE_THEN_EMIT:
+        unnormalised = (belief @ process.moves) * process.emissions.T[safe]
+    else:
+        all_tokens = jnp.einsum("bi,vij->bvj", belief, process.transitions)
+        unnormalised = jnp.take_along_axis(all_tokens, safe[:, None, None], axis=1)[:, 0]
+    mass = jnp.where(in_vocab, unnormalised.sum(axis=-1), 0.0)
+    ok = alive & (mass > 0)
+    new_belief = jnp.where(ok[:, None], unnormalised / jnp.where(ok, mass, 1.0)[:, None], belief)
+    return new_belief, ok, jnp.where(ok, jnp.log(jnp.where(ok, mass, 1.0)), -jnp.inf)
+
+
+@partial(jax.jit, static_argnames=("want_conditionals", "want_beliefs"))
+def _filter(process: HMMProcess, tokens, *, want_conditionals: bool, want_beliefs: bool):
+    """Returns (log p(x_t | x_<t) [B, L], log conditionals [B, L, V] or None, beliefs [B, L+1, S] or None)."""
+    batch = tokens.shape[0]
+    belief0 = jnp.broadcast_to(process.initial, (batch, process.num_states))
+    alive0 = jnp.ones((batch,), bool)
+
+    def body(carry, token):
+        belief, alive = carry
+        log_next = _log_next(process, belief, alive) if want_conditionals else None
+        belief, alive, log_step = _update(process, belief, alive, token)
+        return (belief, alive), (log_step, log_next, belief if want_beliefs else None)
+
+    # Unrolling amortises the loop overhead, which dominates at small S (measured in bench/).
+    _, (log_steps, log_next, beliefs) = jax.lax.scan(body, (belief0, alive0), tokens.T, unroll=4)
+    log_steps = log_steps.T
+    log_next = None if log_next is None else jnp.swapaxes(log_next, 0, 1)
+    if beliefs is not None:
+        beliefs = jnp.concatenate([belief0[:, None], jnp.swapaxes(beliefs, 0, 1)], axis=1)
+    return log_steps, log_next, beliefs
+
+
+@partial(jax.jit, static_argnames=("num_sequences", "length"))
+def _sample(process: HMMProcess, key, num_sequences: int, length: int):
+    num_states, vocab = process.num_states, process.vocab_size
+    # joint[i, v * S + j] = log P(emit v, go to j | i): one categorical draw per token.
+    joint = jnp.log(jnp.transpose(process.transitions, (1, 0, 2)).reshape(num_states, vocab * num_states))
+    start_key, step_key = jax.random.split(key)
+    state0 = jax.random.categorical(start_key, jnp.log(process.initial), shape=(num_sequences,))
+
+    def body(state, t):
+        draw = jax.random.categorical(jax.random.fold_in(step_key, t), joint[state])
+        return draw % num_states, draw // num_states
+
+    _, tokens = jax.lax.scan(body, state0, jnp.arange(length))
+    return tokens.T.astype(jnp.int32)
