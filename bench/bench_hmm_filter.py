@@ -70,7 +70,7 @@ def main() -> None:
 
     # The same process without the structure specialisation: the generic edge-emitting step.
     generic = HMMProcess(edge_form, initial.astype(np.float32))
-    object.__setattr__(generic, "structure", "general")
+    object.__setattr__(generic.recursion, "structure", "general")
     results["toymodels (generic step)"] = best_time(lambda: generic.log_prob(tokens).block_until_ready(), args.repeats)
 
     with warnings.catch_warnings():

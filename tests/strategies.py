@@ -67,3 +67,44 @@ def hmm_pairs(draw, max_vocab: int = 3, max_states: int = 3):
         seed = draw(st.integers(0, 2**32 - 1))
         out.append(random_hmm(np.random.default_rng(seed), vocab_size, num_states, style))
     return tuple(out)
+
+
+def embed_hmm(transitions, initial, vocab_size: int = 3, num_states: int = 5):
+    """The same process in fixed array sizes [vocab_size, num_states, num_states].
+
+    Tokens V..vocab_size-1 get probability zero; states S..num_states-1 are unreachable (initial weight 0
+    and no edge in from the real states). The last two form a gadget (a: 0 -> a or 1 -> b, half each;
+    b: 1 -> a) that is neither emit-then-move nor move-then-emit, so HMMProcess always takes its general
+    structure: every embedded HMM of these sizes shares one jit cache entry, and Hypothesis examples do
+    not recompile. Needs vocab_size >= 2 and num_states >= S + 2.
+    """
+    t = np.asarray(transitions, np.float64)
+    vocab, states, _ = t.shape
+    if vocab > vocab_size or vocab_size < 2 or states + 2 > num_states:
+        raise ValueError(f"cannot embed V={vocab}, S={states} into V={vocab_size}, S={num_states}")
+    out = np.zeros((vocab_size, num_states, num_states))
+    out[:vocab, :states, :states] = t
+    for k in range(states, num_states - 2):
+        out[0, k, k] = 1.0
+    a, b = num_states - 2, num_states - 1
+    out[0, a, a] = 0.5
+    out[1, a, b] = 0.5
+    out[1, b, a] = 1.0
+    pi = np.zeros(num_states)
+    pi[:states] = np.asarray(initial, np.float64)
+    return out, pi
+
+
+# A few fixed shapes (V, S) covering the regimes of the exact core: a single token, a single state (an
+# i.i.d. process), fewer tokens than states, more tokens than states. Drawing from a short list instead of
+# every V, S <= 3 keeps jit caches small (each new shape and structure is a new compilation).
+CORE_SHAPES = ((1, 2), (2, 1), (2, 3), (3, 2))
+
+
+@st.composite
+def hmms_of_shapes(draw, shapes=CORE_SHAPES, styles=STYLES):
+    """A random edge-emitting HMM (transitions, initial) whose (V, S) is one of `shapes`."""
+    vocab_size, num_states = draw(st.sampled_from(shapes))
+    style = draw(st.sampled_from(styles))
+    seed = draw(st.integers(0, 2**32 - 1))
+    return random_hmm(np.random.default_rng(seed), vocab_size, num_states, style)

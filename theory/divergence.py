@@ -7,9 +7,7 @@
 Both KLs are computed through the chain rule: the expectation side A (P for F, Q for G) weights the
 exact next-token KL at every prefix. `per_position[t]` is the chain-rule term for predicting x_t
 (t = 0..n-1). `off_support_fraction` is A's mass on sequences the other side B gives probability zero
-(P(Q = 0) for F, Q(P = 0) for G and TV); it is computed the same way, as the sum over t of the chance of
-first leaving B's support at t. The KL is `inf` exactly when such mass exists or when A puts mass on a
-token B calls impossible; never NaN.
+(P(Q = 0) for F, Q(P = 0) for G and TV). The KL is `inf` exactly when that mass is positive; never NaN.
 
 Methods: "enumeration" sums over every sequence of A's vocabulary (batched on device, in chunks);
 "monte_carlo" samples prefixes from A and adds the exact next-token KL at each (unbiased, with a
@@ -42,6 +40,7 @@ class Divergence:
     per_position: np.ndarray
     off_support_fraction: float
     method: str
+    off_support_stderr: float = 0.0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -104,20 +103,16 @@ def _enumerate_chunk(start, chunk: int, vocab: int, length: int):
 def _chain_terms(a, b, tokens):
     """Per-sequence chain-rule terms with the expectation taken under `a`.
 
-    Returns (log A(x) [C], kl_t [C, L], off_t [C, L]) where kl_t = KL(a(.|x<t) || b(.|x<t)) and
-    off_t = [B(x<t) > 0] * a({v : b(v|x<t) = 0} | x<t).
+    Returns (log A(x) [C], log B(x) [C], kl_t [C, L]) where kl_t = KL(a(.|x<t) || b(.|x<t)).
     """
     log_a = a.log_conditionals(tokens)
     log_b = align_vocab(b.log_conditionals(tokens), log_a.shape[-1])
     prob_a = jnp.exp(log_a)
     positive = prob_a > 0
-    diff = jnp.where(positive, log_a - jnp.where(positive, log_b, 0.0), 0.0)
     b_zero = jnp.isneginf(log_b)
-    kl = jnp.sum(jnp.where(positive & b_zero, jnp.inf, prob_a * jnp.where(b_zero, 0.0, diff)), axis=-1)
-    b_prefix_possible = jnp.isfinite(prefix_log_probs(log_b, tokens)[:, :-1])
-    off = jnp.where(b_prefix_possible, jnp.sum(jnp.where(b_zero, prob_a, 0.0), axis=-1), 0.0)
-    log_seq = prefix_log_probs(log_a, tokens)[:, -1]
-    return log_seq, kl, off
+    diff = jnp.where(positive & ~b_zero, log_a - jnp.where(b_zero, 0.0, log_b), 0.0)
+    kl = jnp.sum(jnp.where(positive & b_zero, jnp.inf, prob_a * diff), axis=-1)
+    return prefix_log_probs(log_a, tokens)[:, -1], prefix_log_probs(log_b, tokens)[:, -1], kl
 
 
 def _weighted_sum(weights, terms):
@@ -128,15 +123,16 @@ def _weighted_sum(weights, terms):
 @partial(jax.jit, static_argnames=("chunk", "vocab", "length"))
 def _kl_enumeration_chunk(a, b, start, *, chunk: int, vocab: int, length: int):
     tokens, valid = _enumerate_chunk(start, chunk, vocab, length)
-    log_seq, kl, off = _chain_terms(a, b, tokens)
-    weights = jnp.where(valid, jnp.exp(log_seq), 0.0)
-    return _weighted_sum(weights, kl), _weighted_sum(weights, off), jnp.sum(weights)
+    log_a, log_b, kl = _chain_terms(a, b, tokens)
+    weights = jnp.where(valid, jnp.exp(log_a), 0.0)
+    off = jnp.sum(jnp.where(jnp.isneginf(log_b), weights, 0.0))
+    return _weighted_sum(weights, kl), off, jnp.sum(weights)
 
 
 @jax.jit
 def _kl_sample_terms(a, b, tokens):
-    _, kl, off = _chain_terms(a, b, tokens)
-    return kl, off
+    _, log_b, kl = _chain_terms(a, b, tokens)
+    return kl, jnp.isneginf(log_b)
 
 
 def _sample_from(side, key, num, length):
@@ -145,23 +141,39 @@ def _sample_from(side, key, num, length):
     return generate(side, key, num, length)
 
 
-def _finish_kl(per_position, off_support, stderr, method) -> Divergence:
+def _check_total_mass(total: float, side: str, dtype) -> None:
+    """The enumerated masses of the expectation side must add up to 1: a predictor whose conditionals
+    are not distributions (e.g. -inf everywhere after some prefix) would otherwise give wrong numbers."""
+    tolerance = 1e-9 if dtype == np.float64 else 1e-4
+    if abs(total - 1.0) > tolerance:
+        raise ValueError(
+            f"{side}'s sequence probabilities sum to {total:.12g}, not 1: its conditionals are not a "
+            "distribution after some prefix it can produce (every token -inf?); fix that predictor"
+        )
+
+
+def _mean_and_stderr(values: np.ndarray) -> tuple[float, float]:
+    return float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values)))
+
+
+def _finish_kl(per_position, off_support, stderr, method, off_support_stderr=0.0) -> Divergence:
     per_position = np.asarray(per_position, dtype=np.float64)
     value = float(np.sum(per_position))
     if np.isinf(value):
         stderr = 0.0  # a certain infinity: some positive-probability prefix already forces it
-    return Divergence(value, float(stderr), per_position, float(off_support), method)
+    return Divergence(value, float(stderr), per_position, float(off_support), method, float(off_support_stderr))
 
 
-def _chain_kl(a, b, length, vocab, method, key, num_samples, chunk_size, max_sequences) -> Divergence:
+def _chain_kl(a, b, length, vocab, method, key, num_samples, chunk_size, max_sequences, side) -> Divergence:
     _check_method(method, key, num_samples, vocab, length, max_sequences)
     chunk_size = _check_chunk(chunk_size)
     if method == ENUMERATION:
         total = vocab**length
         chunk = min(chunk_size, total)
         sums = [_kl_enumeration_chunk(a, b, start, chunk=chunk, vocab=vocab, length=length) for start in range(0, total, chunk)]
+        _check_total_mass(sum(float(s[2]) for s in sums), side, np.asarray(sums[0][2]).dtype)
         per_position = sum(np.asarray(s[0], np.float64) for s in sums)
-        off_support = sum(float(np.sum(s[1])) for s in sums)
+        off_support = sum(float(s[1]) for s in sums)
         return _finish_kl(per_position, off_support, 0.0, ENUMERATION)
 
     num_samples = int(num_samples)
@@ -175,8 +187,8 @@ def _chain_kl(a, b, length, vocab, method, key, num_samples, chunk_size, max_seq
     kl = np.concatenate(kl_parts)
     totals = kl.sum(axis=1)
     stderr = np.std(totals, ddof=1) / np.sqrt(num_samples) if np.all(np.isfinite(totals)) else 0.0
-    off_support = float(np.concatenate(off_parts).sum(axis=1).mean())
-    return _finish_kl(kl.mean(axis=0), off_support, stderr, MONTE_CARLO)
+    off_support, off_stderr = _mean_and_stderr(np.concatenate(off_parts))
+    return _finish_kl(kl.mean(axis=0), off_support, stderr, MONTE_CARLO, off_stderr)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -201,7 +213,7 @@ def forward_kl(
     `num_samples` sequences from p with `key`. off_support_fraction = P(Q(x) = 0).
     """
     length = _check_pair(p, q, length)
-    return _chain_kl(p, q, length, p.vocab_size, method, key, num_samples, chunk_size, max_sequences)
+    return _chain_kl(p, q, length, p.vocab_size, method, key, num_samples, chunk_size, max_sequences, side="p")
 
 
 def generation_kl(
@@ -221,7 +233,7 @@ def generation_kl(
     with `with_temperature` for another). off_support_fraction = Q(P(x) = 0); G is inf when it is > 0.
     """
     length = _check_pair(p, q, length)
-    return _chain_kl(q, p, length, q.vocab_size, method, key, num_samples, chunk_size, max_sequences)
+    return _chain_kl(q, p, length, q.vocab_size, method, key, num_samples, chunk_size, max_sequences, side="q")
 
 
 @partial(jax.jit, static_argnames=("chunk", "vocab", "length"))
@@ -233,8 +245,9 @@ def _tv_enumeration_chunk(p, q, start, *, chunk: int, vocab: int, length: int):
     # Each length-t prefix appears vocab^(length - t) times among the full sequences.
     repeats = jnp.asarray(vocab, gap.dtype) ** jnp.arange(length - 1, -1, -1)
     per_position = 0.5 * jnp.sum(jnp.where(valid[:, None], gap / repeats, 0.0), axis=0)
-    off = jnp.sum(jnp.where(valid & jnp.isneginf(log_p[:, -1]), jnp.exp(log_q[:, -1]), 0.0))
-    return per_position, off
+    q_mass = jnp.where(valid, jnp.exp(log_q[:, -1]), 0.0)
+    off = jnp.sum(jnp.where(jnp.isneginf(log_p[:, -1]), q_mass, 0.0))
+    return per_position, off, jnp.sum(q_mass)
 
 
 @jax.jit
@@ -270,6 +283,7 @@ def total_variation(
         total = vocab**length
         chunk = min(chunk_size, total)
         sums = [_tv_enumeration_chunk(p, q, start, chunk=chunk, vocab=vocab, length=length) for start in range(0, total, chunk)]
+        _check_total_mass(sum(float(s[2]) for s in sums), "q", np.asarray(sums[0][2]).dtype)
         per_position = sum(np.asarray(s[0], np.float64) for s in sums)
         off_support = sum(float(s[1]) for s in sums)
         return Divergence(float(per_position[-1]), 0.0, per_position, off_support, ENUMERATION)
@@ -284,6 +298,6 @@ def total_variation(
         off_parts.append(np.asarray(off, np.float64))
     tv = np.concatenate(tv_parts)
     per_position = tv.mean(axis=0)
-    stderr = float(np.std(tv[:, -1], ddof=1) / np.sqrt(num_samples))
-    off_support = float(np.concatenate(off_parts).mean())
-    return Divergence(float(per_position[-1]), stderr, per_position, off_support, MONTE_CARLO)
+    _, stderr = _mean_and_stderr(tv[:, -1])
+    off_support, off_stderr = _mean_and_stderr(np.concatenate(off_parts))
+    return Divergence(float(per_position[-1]), stderr, per_position, off_support, MONTE_CARLO, off_stderr)

@@ -112,6 +112,16 @@ def is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
+_INT32_MAX = np.iinfo(np.int32).max
+
+
+def _as_int32(tokens):
+    """Cast ids to int32 without wrap-around: every id >= V is equally impossible, so clip huge ones."""
+    if jnp.issubdtype(tokens.dtype, jnp.integer) and jnp.iinfo(tokens.dtype).max > _INT32_MAX:
+        tokens = jnp.minimum(tokens, _INT32_MAX)
+    return tokens.astype(jnp.int32)
+
+
 def check_tokens(tokens, name: str = "tokens") -> Int[Array, "B L"]:
     """Validate a token batch at the boundary: integer dtype, shape [B, L], no negative ids.
 
@@ -125,7 +135,7 @@ def check_tokens(tokens, name: str = "tokens") -> Int[Array, "B L"]:
             raise ValueError(f"{name} must hold integer token ids, got dtype {tokens.dtype}")
         if tokens.size and int(jnp.min(tokens)) < 0:
             raise ValueError(f"{name} holds negative token ids (min {int(jnp.min(tokens))}); ids must be >= 0")
-        return tokens.astype(jnp.int32)
+        return _as_int32(tokens)
     if is_concrete(tokens):
         array = np.asarray(tokens)
         if array.ndim != 2:
@@ -134,7 +144,7 @@ def check_tokens(tokens, name: str = "tokens") -> Int[Array, "B L"]:
             raise ValueError(f"{name} must hold integer token ids, got dtype {array.dtype}")
         if array.size and array.min() < 0:
             raise ValueError(f"{name} holds negative token ids (min {array.min()}); ids must be >= 0")
-        return jnp.asarray(array, dtype=jnp.int32)
+        return _as_int32(jnp.asarray(np.minimum(array, _INT32_MAX) if array.size else array))
     if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
         raise ValueError(f"{name} must be an integer array of shape [batch, length], got {tokens.dtype}{tokens.shape}")
     return tokens
@@ -376,5 +386,9 @@ class OffSupportOverride(PytreeNode):
 
 
 def override_off_support(q, p, r) -> OffSupportOverride:
-    """The predictor that agrees with q on prefixes p can produce and follows r on all others."""
+    """The predictor that agrees with q on prefixes p can produce and follows r on all others.
+
+    r must give a distribution after every prefix outside p's support that it is asked about; a process
+    used as r returns -inf everywhere after its own impossible prefixes, which makes the result sum to
+    less than 1 (the divergences refuse such a predictor when they enumerate)."""
     return OffSupportOverride(q, p, r)

@@ -60,6 +60,8 @@ def generate(
             f"prompt plus length is {total} tokens but the predictor conditions on at most "
             f"{predictor.max_length}; shorten the request"
         )
+    if total == 0:  # nothing to draw, and the loops below cannot index an empty buffer
+        return prompt
     greedy = temperature == 0.0
     temperature = jnp.asarray(1.0 if greedy else temperature)
     if supports_step(predictor):

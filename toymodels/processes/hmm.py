@@ -16,7 +16,7 @@ Both cost one S x S matmul per token instead of one S x VS matmul.
 from __future__ import annotations
 
 from functools import partial
-from typing import Mapping, Sequence
+from typing import Hashable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -30,18 +30,46 @@ GENERAL, EMIT_THEN_MOVE, MOVE_THEN_EMIT = "general", "emit_then_move", "move_the
 
 
 def _factorise(transitions: np.ndarray, dtype) -> tuple[str, np.ndarray, np.ndarray]:
-    """Return (structure, A, E) where E is the per-state emission table of that structure."""
+    """Return (structure, A, E) where E is the per-state emission table of that structure.
+
+    A factorisation is accepted only if it reproduces every zero of T exactly (an impossible event must
+    stay impossible) and every other entry to a few ulps of the dtype, relative to the entry itself.
+    """
     t = transitions.astype(np.float64)
-    tolerance = 8 * np.finfo(dtype).eps * max(1.0, t.max())
     moves = t.sum(axis=0)  # A[i, j] = P(go to j | i)
     emit_now = t.sum(axis=2).T  # B[i, v] = P(emit v | i)
-    if np.max(np.abs(t - emit_now.T[:, :, None] * moves[None])) <= tolerance:
-        return EMIT_THEN_MOVE, moves, emit_now
     arrivals = moves.sum(axis=0)  # total weight of arriving at j
     emit_on_arrival = np.divide(t.sum(axis=1).T, arrivals[:, None], out=np.zeros_like(emit_now), where=arrivals[:, None] > 0)
-    if np.max(np.abs(t - moves[None] * emit_on_arrival.T[:, None, :])) <= tolerance:
-        return MOVE_THEN_EMIT, moves, emit_on_arrival
+    candidates = (
+        (EMIT_THEN_MOVE, emit_now, emit_now.T[:, :, None] * moves[None]),
+        (MOVE_THEN_EMIT, emit_on_arrival, moves[None] * emit_on_arrival.T[:, None, :]),
+    )
+    relative = 16 * np.finfo(dtype).eps
+    for structure, emissions, rebuilt in candidates:
+        same_zeros = np.array_equal(t == 0, rebuilt == 0)
+        if same_zeros and np.all(np.abs(t - rebuilt) <= relative * t):
+            return structure, moves, emissions
     return GENERAL, moves, emit_now
+
+
+class _Recursion(PytreeNode):
+    """The arrays the filtering recursion reads, and its structure. Jitted inference takes this and not
+    the whole process, so processes that differ only in latents or info share compiled code."""
+
+    _data_fields = ("transitions", "initial", "moves", "emissions")
+    _static_fields = ("structure",)
+
+    def __init__(self, transitions, initial, moves, emissions, structure):
+        self.transitions, self.initial, self.moves, self.emissions = transitions, initial, moves, emissions
+        self.structure = structure
+
+    @property
+    def vocab_size(self) -> int:
+        return self.transitions.shape[0]
+
+    @property
+    def num_states(self) -> int:
+        return self.transitions.shape[1]
 
 
 class HMMProcess(PytreeNode):
@@ -53,16 +81,20 @@ class HMMProcess(PytreeNode):
         latents: optional map from a latent's name to (labels of its K values, the value of each of the
             S states as an int array [S]); `posterior(tokens, name)` is the belief pushed through that
             map. Without it, the one latent "state" is the hidden state itself.
+        info: optional structural facts a family exposes with the process, read as `process.info`:
+            hashable values such as a reveal or end-of-document token id or a segment length. They are
+            static pytree metadata, so keep parameter values (probabilities) out of them.
     """
 
-    _data_fields = ("transitions", "initial", "moves", "emissions", "latent_maps")
-    _static_fields = ("structure", "latent_names", "latent_labels")
+    _data_fields = ("recursion", "latent_maps")
+    _static_fields = ("latent_names", "latent_labels", "info_items")
 
     def __init__(
         self,
         transitions: Float[Array, "V S S"],
         initial: Float[Array, " S"],
         latents: Mapping[str, tuple[Sequence[str], Sequence[int]]] | None = None,
+        info: Mapping[str, Hashable] | None = None,
     ):
         t = as_probabilities(transitions, "transitions", ndim=3)
         if t.shape[1] != t.shape[2]:
@@ -91,23 +123,35 @@ class HMMProcess(PytreeNode):
             labels.append(value_labels)
             maps.append(jnp.asarray(np.eye(len(value_labels))[of_state], dtype))
 
-        self.transitions = jnp.asarray(t, dtype)
-        self.initial = jnp.asarray(pi, dtype)
-        self.moves = jnp.asarray(moves, dtype)
-        self.emissions = jnp.asarray(emissions, dtype)
+        self.recursion = _Recursion(
+            *(jnp.asarray(a, dtype) for a in (t, pi, moves, emissions)), structure=structure
+        )
         self.latent_maps = tuple(maps)
-        self.structure = structure
         self.latent_names = tuple(names)
         self.latent_labels = tuple(labels)
+        self.info_items = _info_items(info)
 
-    # ---- sizes and metadata -------------------------------------------------------------------------
+    # ---- parameters, sizes and metadata -------------------------------------------------------------
+    @property
+    def transitions(self) -> Float[Array, "V S S"]:
+        return self.recursion.transitions
+
+    @property
+    def initial(self) -> Float[Array, " S"]:
+        return self.recursion.initial
+
+    @property
+    def structure(self) -> str:
+        """"general", "emit_then_move" or "move_then_emit": which filtering step this process uses."""
+        return self.recursion.structure
+
     @property
     def vocab_size(self) -> int:
-        return self.transitions.shape[0]
+        return self.recursion.vocab_size
 
     @property
     def num_states(self) -> int:
-        return self.transitions.shape[1]
+        return self.recursion.num_states
 
     max_length = None
 
@@ -115,19 +159,23 @@ class HMMProcess(PytreeNode):
     def latents(self) -> dict[str, tuple[str, ...]]:
         return dict(zip(self.latent_names, self.latent_labels))
 
+    @property
+    def info(self) -> dict[str, Hashable]:
+        return dict(self.info_items)
+
     # ---- exact inference ----------------------------------------------------------------------------
     def log_prob(self, tokens: Int[Array, "B L"]) -> Float[Array, " B"]:
         """log P(x_1..x_L); -inf for a sequence the process cannot produce."""
-        return _filter(self, check_tokens(tokens), want_conditionals=False, want_beliefs=False)[0].sum(axis=-1)
+        return _filter(self.recursion, check_tokens(tokens), want_conditionals=False, want_beliefs=False)[0].sum(axis=-1)
 
     def log_conditionals(self, tokens: Int[Array, "B L"]) -> Float[Array, "B L V"]:
         """log p(x_t = v | x_<t); -inf for every v after an impossible prefix."""
-        return _filter(self, check_tokens(tokens), want_conditionals=True, want_beliefs=False)[1]
+        return _filter(self.recursion, check_tokens(tokens), want_conditionals=True, want_beliefs=False)[1]
 
     def belief_states(self, tokens: Int[Array, "B L"]) -> Float[Array, "B L+1 S"]:
         """P(state after t tokens | x_1..x_t) for t = 0..L; stays at the last possible belief after an
         impossible token."""
-        return _filter(self, check_tokens(tokens), want_conditionals=False, want_beliefs=True)[2]
+        return _filter(self.recursion, check_tokens(tokens), want_conditionals=False, want_beliefs=True)[2]
 
     def posterior(self, tokens: Int[Array, "B L"], latent: str | None = None) -> Float[Array, "B L+1 K"]:
         """Exact posterior over the named latent after t tokens (entry 0 is its prior)."""
@@ -145,18 +193,29 @@ class HMMProcess(PytreeNode):
     def init_state(self, batch: int):
         belief = jnp.broadcast_to(self.initial, (batch, self.num_states))
         alive = jnp.ones((batch,), bool)
-        return (belief, alive), _log_next(self, belief, alive)
+        return (belief, alive), _log_next(self.recursion, belief, alive)
 
     def step(self, state, token: Int[Array, " B"]):
         belief, alive = state
-        belief, alive, _ = _update(self, belief, alive, token)
-        return (belief, alive), _log_next(self, belief, alive)
+        belief, alive, _ = _update(self.recursion, belief, alive, token)
+        return (belief, alive), _log_next(self.recursion, belief, alive)
 
     # ---- sampling -----------------------------------------------------------------------------------
     def sample(self, key: Array, num_sequences: int, length: int) -> Int[Array, "B L"]:
         """Exact ancestral sampling of the joint (token, next state) chain."""
         num_sequences, length = _check_sizes(num_sequences, length)
-        return _sample(self, key, num_sequences, length)
+        return _sample(self.transitions, self.initial, key, num_sequences, length)
+
+
+def _info_items(info) -> tuple:
+    """Family facts as a sorted tuple of pairs: static pytree metadata must be hashable."""
+    items = tuple(sorted((str(k), v) for k, v in (info or {}).items()))
+    for key, value in items:
+        try:
+            hash(value)
+        except TypeError:
+            raise ValueError(f"info[{key!r}] must be hashable (an int, str, float or tuple), got {type(value).__name__}")
+    return items
 
 
 def _check_sizes(num_sequences, length) -> tuple[int, int]:
@@ -172,7 +231,7 @@ def _check_sizes(num_sequences, length) -> tuple[int, int]:
 # --------------------------------------------------------------------------------------------------
 
 
-def _log_next(process: HMMProcess, belief, alive):
+def _log_next(process: _Recursion, belief, alive):
     if process.structure == MOVE_THEN_EMIT:
         probs = (belief @ process.moves) @ process.emissions
     else:
@@ -180,7 +239,7 @@ def _log_next(process: HMMProcess, belief, alive):
     return jnp.where(alive[:, None], jnp.log(probs), -jnp.inf)
 
 
-def _update(process: HMMProcess, belief, alive, token):
+def _update(process: _Recursion, belief, alive, token):
     """One filtering step. Returns (belief, alive, log p(token | past)); impossible tokens (zero
     probability, or ids >= V) leave the belief where it was and mark the sequence dead."""
     vocab = process.vocab_size
@@ -201,7 +260,7 @@ def _update(process: HMMProcess, belief, alive, token):
 
 
 @partial(jax.jit, static_argnames=("want_conditionals", "want_beliefs"))
-def _filter(process: HMMProcess, tokens, *, want_conditionals: bool, want_beliefs: bool):
+def _filter(process: _Recursion, tokens, *, want_conditionals: bool, want_beliefs: bool):
     """Returns (log p(x_t | x_<t) [B, L], log conditionals [B, L, V] or None, beliefs [B, L+1, S] or None)."""
     batch = tokens.shape[0]
     belief0 = jnp.broadcast_to(process.initial, (batch, process.num_states))
@@ -223,12 +282,12 @@ def _filter(process: HMMProcess, tokens, *, want_conditionals: bool, want_belief
 
 
 @partial(jax.jit, static_argnames=("num_sequences", "length"))
-def _sample(process: HMMProcess, key, num_sequences: int, length: int):
-    num_states, vocab = process.num_states, process.vocab_size
+def _sample(transitions, initial, key, num_sequences: int, length: int):
+    vocab, num_states, _ = transitions.shape
     # joint[i, v * S + j] = log P(emit v, go to j | i): one categorical draw per token.
-    joint = jnp.log(jnp.transpose(process.transitions, (1, 0, 2)).reshape(num_states, vocab * num_states))
+    joint = jnp.log(jnp.transpose(transitions, (1, 0, 2)).reshape(num_states, vocab * num_states))
     start_key, step_key = jax.random.split(key)
-    state0 = jax.random.categorical(start_key, jnp.log(process.initial), shape=(num_sequences,))
+    state0 = jax.random.categorical(start_key, jnp.log(initial), shape=(num_sequences,))
 
     def body(state, t):
         draw = jax.random.categorical(jax.random.fold_in(step_key, t), joint[state])

@@ -21,11 +21,11 @@ from toymodels.processes.hmm import _check_sizes
 
 
 def _table_shape(size: int, vocab_size: int | None, name: str) -> tuple[int, int]:
-    if vocab_size is None:
-        raise ValueError(f"a flat {name} needs vocab_size (or pass {name} with shape [V] * L)")
-    length = int(round(np.log(size) / np.log(vocab_size))) if vocab_size > 1 else 1
-    if vocab_size**length != size:
-        raise ValueError(f"{name} has {size} entries, which is not a power of vocab_size={vocab_size}")
+    if vocab_size < 2:
+        raise ValueError(f"vocab_size={vocab_size} does not fix the length of a flat {name}; pass {name} with shape [V] * L")
+    length = int(round(np.log(size) / np.log(vocab_size)))
+    if length < 1 or vocab_size**length != size:
+        raise ValueError(f"{name} has {size} entries, which is not a positive power of vocab_size={vocab_size}")
     return vocab_size, length
 
 

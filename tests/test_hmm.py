@@ -1,0 +1,687 @@
+"""HMMProcess, the generic exact edge-emitting HMM, against independent NumPy oracles.
+
+Every expected number comes from tests/brute_force.py (path enumeration over V^L for small L, a plain
+NumPy forward pass for long sequences) or from a closed form written in the test; nothing expected is
+obtained by running the library. Random instances come from tests/strategies.py in every style
+(dense, sparse, near-deterministic, deterministic, emit_then_move, move_then_emit), so all three
+filtering structures (general, emit_then_move, move_then_emit) are checked against the same oracle.
+
+Shapes are bounded so that the jit caches stay small (a new shape or structure is a new compilation):
+(V, S) comes from strategies.CORE_SHAPES (one token, one state, V < S, V > S), L <= 4 for enumeration,
+and token batches are padded to a fixed number of rows.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import brute_force as bf
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, note, settings
+from hypothesis import strategies as st
+from strategies import hmms, hmms_of_shapes, random_hmm
+
+from toymodels.predictors import Process
+from toymodels.processes import hmm as hmm_module
+from toymodels.processes.hmm import HMMProcess
+
+# Token batches for enumeration: every sequence of length L over {0..V-1} plus two impossible ids (V and
+# V + 5), i.e. (V + 2)^L <= 5^4 = 625 rows, padded by repetition to 625 rows so one shape serves all V.
+ROWS = 625
+IMPOSSIBLE_OFFSETS = (0, 5)
+LENGTHS = (0, 1, 4)
+FULL = 4
+
+# Log-space agreement with the float64 oracle: |log p_lib - log p_ref| <= LOG_ATOL is a relative error
+# of 1e-9 on the probability, far above float64 round-off for L <= 4 and S <= 3, far below any real error.
+LOG_ATOL = 1e-9
+
+# Few examples for the tests whose every example compiles a long scan (10^4 steps): the profile's count
+# divided by 5 (ci: 5, thorough: 100).
+FEW = max(5, settings().max_examples // 5)
+
+
+def enumerate_with_impossible(vocab_size: int, length: int) -> np.ndarray:
+    """[ROWS, length]: all of (V+2)^length (ids V and V+5 are impossible), rows repeated up to ROWS."""
+    symbols = list(range(vocab_size)) + [vocab_size + k for k in IMPOSSIBLE_OFFSETS]
+    seqs = np.array(list(itertools.product(symbols, repeat=length)), np.int64).reshape(len(symbols) ** length, length)
+    return seqs[np.arange(ROWS) % len(seqs)]
+
+
+def assert_log_matches(log_lib, prob_ref, atol=LOG_ATOL):
+    """log_lib == log(prob_ref): never NaN, exactly -inf where prob_ref is 0, finite and close elsewhere."""
+    log_lib = np.asarray(log_lib, np.float64)
+    prob_ref = np.asarray(prob_ref, np.float64)
+    assert log_lib.shape == prob_ref.shape
+    assert not np.any(np.isnan(log_lib)), "NaN in a log-probability"
+    zero = prob_ref == 0
+    assert np.all(np.isneginf(log_lib[zero])), "a zero-probability event has a finite log-probability"
+    assert np.all(np.isfinite(log_lib[~zero])), "a possible event has log-probability -inf"
+    np.testing.assert_allclose(log_lib[~zero], np.log(prob_ref[~zero]), rtol=0, atol=atol)
+
+
+def one_hot_map(of_state: np.ndarray, num_values: int) -> np.ndarray:
+    return (np.asarray(of_state)[:, None] == np.arange(num_values)[None]).astype(np.float64)
+
+
+# --------------------------------------------------------------------------------------------------
+# Exact inference against path enumeration
+# --------------------------------------------------------------------------------------------------
+
+
+@given(hmms_of_shapes(), st.sampled_from(LENGTHS))
+def test_log_prob_matches_enumeration(hmm, length):
+    """log_prob(x) == log P(x) by path enumeration for every x in (V+2)^L; impossible ids and
+    zero-probability sequences give exactly -inf; never NaN."""
+    transitions, initial = hmm
+    process = HMMProcess(transitions, initial)
+    note(f"structure={process.structure}")
+    seqs = enumerate_with_impossible(transitions.shape[0], length)
+    log_prob = np.asarray(process.log_prob(seqs))
+    assert log_prob.shape == (ROWS,)
+    assert_log_matches(log_prob, bf.hmm_sequence_probs(transitions, initial, seqs))
+
+
+@given(hmms_of_shapes())
+def test_log_conditionals_match_enumeration(hmm):
+    """log_conditionals[t, v] == log P(x_{t+1} = v | x_<=t) by enumeration for possible prefixes, and -inf
+    for every v after an impossible prefix (including ids >= V)."""
+    transitions, initial = hmm
+    process = HMMProcess(transitions, initial)
+    note(f"structure={process.structure}")
+    seqs = enumerate_with_impossible(transitions.shape[0], FULL)
+    reference = bf.hmm_reference(transitions, initial, seqs)
+    log_cond = np.asarray(process.log_conditionals(seqs))
+    assert log_cond.shape == (ROWS, FULL, transitions.shape[0])
+    assert_log_matches(log_cond, reference["conditionals"][:, :FULL])
+    dead = reference["prefix"][:, :FULL] == 0
+    assert np.all(np.isneginf(log_cond[dead]))
+
+
+@given(hmms_of_shapes())
+def test_belief_states_match_enumeration(hmm):
+    """belief_states[t] == P(state after t tokens | x_<=t) by enumeration; entry 0 is the initial
+    distribution; after an impossible token the belief stays at the last possible belief."""
+    transitions, initial = hmm
+    process = HMMProcess(transitions, initial)
+    note(f"structure={process.structure}")
+    seqs = enumerate_with_impossible(transitions.shape[0], FULL)
+    reference = bf.hmm_reference(transitions, initial, seqs)
+    beliefs = np.asarray(process.belief_states(seqs))
+    assert beliefs.shape == (ROWS, FULL + 1, transitions.shape[1])
+    assert not np.any(np.isnan(beliefs))
+    np.testing.assert_array_equal(beliefs[:, 0], np.broadcast_to(initial, beliefs[:, 0].shape))
+    np.testing.assert_allclose(beliefs, reference["beliefs"], rtol=0, atol=1e-12)
+    # the frozen belief is the last possible one exactly, not a recomputation
+    for t in range(1, FULL + 1):
+        dead = reference["prefix"][:, t] == 0
+        np.testing.assert_array_equal(beliefs[dead, t], beliefs[dead, t - 1])
+
+
+@given(hmms_of_shapes(), st.integers(0, 2**32 - 1))
+def test_posterior_with_latent_map_matches_enumeration(hmm, seed):
+    """posterior(tokens, name) == P(latent | x_<=t) by enumeration for a random map states -> values;
+    `latents` lists each name with its labels; latent=None is the first latent."""
+    transitions, initial = hmm
+    num_states = transitions.shape[1]
+    rng = np.random.default_rng(seed)
+    # fixed value counts per name keep the jit cache small (labels are static, maps are [S, K] leaves)
+    spec = {}
+    for name, num_values in (("colour", 3), ("parity", 2)):
+        spec[name] = ([f"{name}{k}" for k in range(num_values)], rng.integers(num_values, size=num_states))
+    process = HMMProcess(transitions, initial, latents=spec)
+    assert process.latents == {name: tuple(labels) for name, (labels, _) in spec.items()}
+
+    seqs = enumerate_with_impossible(transitions.shape[0], FULL)
+    beliefs = bf.hmm_reference(transitions, initial, seqs)["beliefs"]
+    for name, (labels, of_state) in spec.items():
+        expected = beliefs @ one_hot_map(of_state, len(labels))  # P(value k) = sum of P(state j), map(j) = k
+        posterior = np.asarray(process.posterior(seqs, name))
+        assert posterior.shape == (ROWS, FULL + 1, len(labels))
+        np.testing.assert_allclose(posterior, expected, rtol=0, atol=1e-12)
+    first = next(iter(spec))
+    np.testing.assert_allclose(
+        np.asarray(process.posterior(seqs)), np.asarray(process.posterior(seqs, first)), rtol=0, atol=0
+    )
+
+
+@given(hmms_of_shapes())
+def test_posterior_without_map_is_belief_states(hmm):
+    """With no latents map the one latent is "state" (S labels) and posterior == belief_states."""
+    transitions, initial = hmm
+    process = HMMProcess(transitions, initial)
+    assert list(process.latents) == ["state"]
+    assert len(process.latents["state"]) == transitions.shape[1]
+    assert len(set(process.latents["state"])) == transitions.shape[1]
+    seqs = enumerate_with_impossible(transitions.shape[0], FULL)
+    beliefs = np.asarray(process.belief_states(seqs))
+    np.testing.assert_allclose(np.asarray(process.posterior(seqs)), beliefs, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(np.asarray(process.posterior(seqs, "state")), beliefs, rtol=0, atol=1e-15)
+
+
+def test_unknown_latent_raises():
+    """posterior with a latent name the process does not have raises ValueError naming `latent`."""
+    transitions, initial = random_hmm(np.random.default_rng(0), 2, 2, "dense")
+    tokens = np.zeros((1, 2), np.int64)
+    with pytest.raises(ValueError, match="latent"):
+        HMMProcess(transitions, initial).posterior(tokens, "author")
+    process = HMMProcess(transitions, initial, latents={"author": (["a", "b"], [0, 1])})
+    with pytest.raises(ValueError, match="latent"):
+        process.posterior(tokens, "state")
+
+
+@given(hmms_of_shapes())
+def test_step_reproduces_conditionals(hmm):
+    """init_state(B) then step(token) gives log P(x_{t+1} = v | x_<=t) (enumeration) at every t, the
+    same numbers as log_conditionals, and -inf rows after impossible tokens."""
+    transitions, initial = hmm
+    process = HMMProcess(transitions, initial)
+    seqs = enumerate_with_impossible(transitions.shape[0], FULL)
+    reference = bf.hmm_reference(transitions, initial, seqs)["conditionals"]  # [N, L+1, V]
+    state, log_next = process.init_state(ROWS)
+    outputs = [np.asarray(log_next)]
+    for t in range(FULL):
+        state, log_next = process.step(state, jnp.asarray(seqs[:, t], jnp.int32))
+        outputs.append(np.asarray(log_next))
+    stepped = np.stack(outputs, axis=1)
+    assert stepped.shape == reference.shape
+    assert_log_matches(stepped, reference)
+    np.testing.assert_allclose(stepped[:, :FULL], np.asarray(process.log_conditionals(seqs)), rtol=0, atol=1e-12)
+
+
+# --------------------------------------------------------------------------------------------------
+# Structure detection
+# --------------------------------------------------------------------------------------------------
+
+
+def _is_emit_then_move(t: np.ndarray, atol: float) -> bool:
+    """Whether T[v, i, j] = B[i, v] A[i, j] with B, A the marginals of T (the only possible factors)."""
+    emit, move = t.sum(axis=2).T, t.sum(axis=0)
+    return bool(np.allclose(t, emit.T[:, :, None] * move[None], rtol=0, atol=atol))
+
+
+def _is_move_then_emit(t: np.ndarray, atol: float) -> bool:
+    """Whether T[v, i, j] = A[i, j] C[j, v]: every T[v, :, j] is proportional to A[:, j]."""
+    move = t.sum(axis=0)
+    arrive = move.sum(axis=0)
+    emit = np.divide(t.sum(axis=1).T, arrive[:, None], out=np.zeros(t.shape[::2][::-1]), where=arrive[:, None] > 0)
+    return bool(np.allclose(t, move[None] * emit.T[:, None, :], rtol=0, atol=atol))
+
+
+@given(hmms(styles=("emit_then_move", "move_then_emit", "dense", "sparse", "deterministic")))
+def test_structure_detection(hmm):
+    """`structure` is emit_then_move when T = B[i,v] A[i,j], else move_then_emit when T = A[i,j] C[j,v],
+    and general when T is clearly neither."""
+    transitions, initial = hmm
+    structure = HMMProcess(transitions, initial).structure
+    if _is_emit_then_move(transitions, 1e-12):
+        assert structure == "emit_then_move"
+    elif _is_move_then_emit(transitions, 1e-12):
+        assert structure == "move_then_emit"
+    elif not _is_emit_then_move(transitions, 1e-6) and not _is_move_then_emit(transitions, 1e-6):
+        assert structure == "general"
+
+
+def test_structure_of_known_factorisations():
+    """A standard HMM B[i,v] A[i,j] is emit_then_move; a Mess3-like A[i,j] C[j,v] is move_then_emit; a
+    token that decides the next state is general."""
+    rng = np.random.default_rng(7)
+    move = rng.dirichlet(np.ones(3), size=3)
+    emit = rng.dirichlet(np.ones(2), size=3)
+    initial = np.full(3, 1 / 3)
+    assert HMMProcess(np.einsum("iv,ij->vij", emit, move), initial).structure == "emit_then_move"
+    assert HMMProcess(np.einsum("ij,jv->vij", move, emit), initial).structure == "move_then_emit"
+    arrival = np.zeros((2, 2, 2))
+    arrival[0, :, 0] = arrival[1, :, 1] = 0.5  # token v sends the chain to state v: A = 1/2, C = I
+    assert HMMProcess(arrival, np.array([0.5, 0.5])).structure == "move_then_emit"
+    general = arrival.copy()
+    general[:, 1] = [[0.2, 0.3], [0.4, 0.1]]  # from state 1, token and move are dependent otherwise
+    assert HMMProcess(general, np.array([0.5, 0.5])).structure == "general"
+
+
+@pytest.mark.parametrize("dtype, delta", [(np.float64, 1e-16), (np.float32, 1e-7)])
+def test_structural_zeros_survive_structure_detection(dtype, delta):
+    """From state 0, token 1 (probability delta) always leads to state 1, which never emits 1: so
+    "1 1" has probability exactly 0 and log_prob -inf, however small delta is."""
+    transitions = np.zeros((2, 2, 2), dtype)
+    transitions[0, 0, 0] = 1 - delta  # state 0: emit 0, stay
+    transitions[1, 0, 1] = delta  # state 0: emit 1, go to state 1
+    transitions[0, 1, 1] = 1.0  # state 1: emit 0 forever
+    initial = np.array([1.0, 0.0], dtype)
+    assert bf.hmm_sequence_probs(transitions, initial, [[1, 1]])[0] == 0.0
+    process = HMMProcess(transitions, initial)
+    log_prob = np.asarray(process.log_prob(np.array([[1, 1], [1, 0]])))
+    assert log_prob[0] == -np.inf
+    assert np.isfinite(log_prob[1])
+
+
+# --------------------------------------------------------------------------------------------------
+# Sampling: exact binomial tests against enumerated probabilities
+# --------------------------------------------------------------------------------------------------
+
+# Each example counts n samples over the K = V^L = 2^4 = 16 sequences and runs one exact two-sided
+# binomial test per sequence. The thorough profile runs 500 examples, i.e. at most 500 * 16 = 8,000
+# tests; with a family-wise false-failure rate of 1e-3 per run, Bonferroni gives a per-test level of
+# 1e-3 / 8,000 = 1.25e-7. With n = 20,000 a sequence of probability 1/16 has standard deviation
+# 0.0017 in frequency, so a deviation of about 0.009 (15% relative) is still detected (z = 5.3).
+SAMPLE_N, SAMPLE_L = 20_000, 4
+SAMPLE_ALPHA = 1e-3 / (500 * 2**4)
+
+
+def sequence_index(x: np.ndarray, vocab_size: int) -> np.ndarray:
+    """Lexicographic index (first token most significant) of each row, as in bf.all_sequences."""
+    return x @ (vocab_size ** np.arange(x.shape[1] - 1, -1, -1))
+
+
+# One shape only (V = 2 tokens, S = 3 states): the sampler compiles slowly (1-2 s per shape and
+# structure on 2 cores), and what matters here is the variety of styles.
+@given(hmms_of_shapes(shapes=((2, 3),)), st.integers(0, 2**32 - 1))
+def test_sample_frequencies_match_exact_probabilities(hmm, seed):
+    """The count of every x in V^4 among 20,000 samples is binomial(n, P(x)) with P by enumeration
+    (exact binomial test, Bonferroni level over the thorough profile)."""
+    transitions, initial = hmm
+    vocab = transitions.shape[0]
+    x = np.asarray(HMMProcess(transitions, initial).sample(jax.random.key(seed), SAMPLE_N, SAMPLE_L))
+    assert x.shape == (SAMPLE_N, SAMPLE_L)
+    assert np.issubdtype(x.dtype, np.integer)
+    assert x.min() >= 0 and x.max() < vocab
+    probs = bf.hmm_sequence_probs(transitions, initial, bf.all_sequences(vocab, SAMPLE_L))
+    counts = np.bincount(sequence_index(x, vocab), minlength=vocab**SAMPLE_L)
+    pvalues = bf.binomial_pvalues(counts, probs)
+    assert pvalues.min() >= SAMPLE_ALPHA, f"counts {counts} vs expected {SAMPLE_N * probs}"
+
+
+def non_unifilar_hmm():
+    """Two states; from state 0, token 0 leads to state 0 or to state 1 (the token does not determine
+    the next state), and the token and the move are dependent (a general-structure HMM)."""
+    transitions = np.zeros((2, 2, 2))
+    transitions[0, 0, 0], transitions[0, 0, 1], transitions[1, 0, 0] = 0.3, 0.4, 0.3
+    transitions[1, 1, 0], transitions[0, 1, 1] = 0.5, 0.5
+    return transitions, np.array([0.8, 0.2])
+
+
+def test_sample_non_unifilar_hmm():
+    """Sequence frequencies of a non-unifilar general HMM (L = 6, 100,000 samples) pass exact binomial
+    tests at level 1e-6 / 64 each (Bonferroni over the 64 sequences; one fixed key); the same key gives
+    the same samples, another key other samples."""
+    transitions, initial = non_unifilar_hmm()
+    process = HMMProcess(transitions, initial)
+    assert process.structure == "general"
+    n, length = 100_000, 6
+    key = jax.random.key(20240607)
+    x = np.asarray(process.sample(key, n, length))
+    assert x.shape == (n, length)
+    probs = bf.hmm_sequence_probs(transitions, initial, bf.all_sequences(2, length))
+    counts = np.bincount(sequence_index(x, 2), minlength=2**length)
+    assert bf.binomial_pvalues(counts, probs).min() >= 1e-6 / 2**length
+    np.testing.assert_array_equal(x, np.asarray(process.sample(key, n, length)))
+    assert not np.array_equal(x, np.asarray(process.sample(jax.random.key(1), n, length)))
+
+
+def test_sample_length_zero():
+    """sample(key, n, 0) gives an integer array of shape [n, 0]."""
+    x = np.asarray(HMMProcess(*non_unifilar_hmm()).sample(jax.random.key(0), 5, 0))
+    assert x.shape == (5, 0) and np.issubdtype(x.dtype, np.integer)
+
+
+# --------------------------------------------------------------------------------------------------
+# Long sequences (10^4 tokens): no NaN, exact known values
+# --------------------------------------------------------------------------------------------------
+
+LONG = 10_000
+
+
+def assert_no_nan_and_normalised(process: HMMProcess, tokens: np.ndarray):
+    """No NaN in log_prob, log_conditionals, belief_states; conditionals sum to 1 or are all -inf;
+    beliefs sum to 1. Returns the three arrays."""
+    log_prob = np.asarray(process.log_prob(tokens))
+    log_cond = np.asarray(process.log_conditionals(tokens))
+    beliefs = np.asarray(process.belief_states(tokens))
+    for array in (log_prob, log_cond, beliefs):
+        assert not np.any(np.isnan(array))
+    dead = np.all(np.isneginf(log_cond), axis=-1)
+    totals = np.exp(log_cond[~dead]).sum(axis=-1)
+    np.testing.assert_allclose(totals, 1.0, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(beliefs.sum(axis=-1), 1.0, rtol=0, atol=1e-9)
+    return log_prob, log_cond, beliefs
+
+
+def cycle(num_states: int) -> np.ndarray:
+    """State i emits token i and moves to i + 1 (mod S), deterministically."""
+    transitions = np.zeros((num_states, num_states, num_states))
+    for i in range(num_states):
+        transitions[i, i, (i + 1) % num_states] = 1.0
+    return transitions
+
+
+def test_deterministic_cycle_long_sequence():
+    """A deterministic 3-cycle started in state 0: the cycle 0 1 2 0 1 2 ... (10^4 tokens) has log_prob
+    exactly 0, conditionals 0 / -inf, one-hot beliefs; one wrong token at 5000 makes it -inf, with every
+    later conditional -inf and the belief frozen. Started uniformly, each rotation has log_prob log(1/3)."""
+    good = np.arange(LONG) % 3
+    bad = good.copy()
+    bad[5000] = (bad[5000] + 1) % 3
+    rotations = (np.arange(LONG)[None] + np.arange(3)[:, None]) % 3
+    tokens = np.concatenate([good[None], bad[None], rotations])
+
+    process = HMMProcess(cycle(3), np.array([1.0, 0.0, 0.0]))
+    log_prob, log_cond, beliefs = assert_no_nan_and_normalised(process, tokens)
+    assert log_prob[0] == 0.0 and log_prob[1] == -np.inf
+    expected = np.where(np.arange(3)[None] == good[:, None], 0.0, -np.inf)
+    np.testing.assert_array_equal(log_cond[0], expected)
+    np.testing.assert_array_equal(log_cond[1, :5001], expected[:5001])
+    assert np.all(np.isneginf(log_cond[1, 5001:]))
+    np.testing.assert_array_equal(beliefs[0], np.eye(3)[np.arange(LONG + 1) % 3])
+    np.testing.assert_array_equal(beliefs[1, 5001:], np.broadcast_to(np.eye(3)[5000 % 3], (LONG - 5000, 3)))
+
+    uniform = HMMProcess(cycle(3), np.full(3, 1 / 3))
+    log_prob, _, _ = assert_no_nan_and_normalised(uniform, tokens)
+    np.testing.assert_allclose(log_prob[2:], np.log(1 / 3), rtol=1e-15)
+    assert log_prob[1] == -np.inf
+
+
+def fair_coins():
+    """Two HMMs (emit_then_move, general) in which every token has probability 1/2 given any past."""
+    one_state = np.full((2, 1, 1), 0.5)
+    general = np.zeros((2, 2, 2))
+    general[0] = 0.5 * np.array([[1.0, 0.0], [0.2, 0.8]])  # token 0 and token 1 move differently
+    general[1] = 0.5 * np.array([[0.0, 1.0], [0.6, 0.4]])
+    return [(one_state, np.ones(1)), (general, np.array([0.1, 0.9]))]
+
+
+@pytest.mark.parametrize("index", range(2))
+def test_fair_coin_long_sequence(index):
+    """A fair-coin process (one state, or two states that the tokens steer) gives every sequence of 10^4 tokens log_prob
+    L log(1/2) and every conditional log(1/2)."""
+    transitions, initial = fair_coins()[index]
+    process = HMMProcess(transitions, initial)
+    tokens = np.random.default_rng(index).integers(2, size=(3, LONG))
+    log_prob = np.asarray(process.log_prob(tokens))
+    np.testing.assert_allclose(log_prob, LONG * np.log(0.5), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(process.log_conditionals(tokens)), np.log(0.5), rtol=1e-12)
+
+
+def test_absorbing_state_long_sequence():
+    """State 0 emits 0 or 1 (staying) or 2 (falling into absorbing state 1, which emits only 2): k free
+    tokens then 2s have log_prob k log((1 - q)/2) + log q; a 0 or 1 after a 2 is impossible."""
+    q = 0.05
+    transitions = np.zeros((3, 2, 2))
+    transitions[0, 0, 0] = transitions[1, 0, 0] = (1 - q) / 2
+    transitions[2, 0, 1] = q
+    transitions[2, 1, 1] = 1.0
+    process = HMMProcess(transitions, np.array([1.0, 0.0]))
+    rng = np.random.default_rng(0)
+    tokens = np.full((3, LONG), 2)
+    free = [0, 37, 400]
+    for row, k in enumerate(free):
+        tokens[row, :k] = rng.integers(2, size=k)
+    late_escape = tokens.copy()[1:2]
+    late_escape[0, 9000] = 1
+    log_prob, log_cond, beliefs = assert_no_nan_and_normalised(process, np.concatenate([tokens, late_escape]))
+    expected = np.array([k * np.log((1 - q) / 2) + np.log(q) for k in free])
+    np.testing.assert_allclose(log_prob[:3], expected, rtol=1e-12)
+    assert log_prob[3] == -np.inf
+    for row, k in enumerate(free):
+        np.testing.assert_allclose(
+            beliefs[row, k + 1 :], np.broadcast_to([0.0, 1.0], (LONG - k, 2)), rtol=0, atol=1e-15
+        )
+        np.testing.assert_allclose(
+            log_cond[row, k + 1 :], np.broadcast_to([-np.inf, -np.inf, 0.0], (LONG - k - 1, 3)), rtol=0, atol=1e-15
+        )
+    assert np.all(np.isneginf(log_cond[3, 9001:]))
+
+
+@settings(max_examples=FEW)
+@given(
+    hmms_of_shapes(shapes=((3, 2),), styles=("deterministic", "near_deterministic", "sparse")),
+    st.integers(0, 2**32 - 1),
+)
+def test_long_sequences_match_numpy_forward(hmm, seed):
+    """On 10^4 tokens (one sampled, one uniformly random and usually impossible) log_prob, belief_states
+    and log_conditionals match a NumPy float64 forward pass, with no NaN anywhere."""
+    transitions, initial = hmm
+    process = HMMProcess(transitions, initial)
+    vocab = transitions.shape[0]
+    rng = np.random.default_rng(seed)
+    sampled = bf.hmm_sample(transitions, initial, 1, LONG, rng)[0]
+    uniform = rng.integers(vocab, size=LONG)
+    tokens = np.stack([sampled, uniform])
+    log_prob, log_cond, beliefs = assert_no_nan_and_normalised(process, tokens)
+    assert np.isfinite(log_prob[0])
+    emit = transitions.sum(axis=2).T  # P(token v | state i) before moving
+    for row in range(2):
+        log_prefix, expected_beliefs = bf.hmm_forward(transitions, initial, tokens[row])
+        if np.isfinite(log_prefix[-1]):
+            np.testing.assert_allclose(log_prob[row], log_prefix[-1], rtol=1e-10, atol=1e-8)
+        else:
+            assert log_prob[row] == -np.inf
+        np.testing.assert_allclose(beliefs[row], expected_beliefs, rtol=0, atol=1e-9)
+        expected_cond = expected_beliefs[:-1] @ emit  # P(x_{t+1} = v | x_<=t) = sum_i b_t(i) P(v | i)
+        positive = np.isfinite(log_prefix[:-1])[:, None] & (expected_cond > 0)
+        np.testing.assert_allclose(np.exp(log_cond[row][positive]), expected_cond[positive], rtol=1e-9, atol=1e-12)
+        assert np.all(np.isneginf(log_cond[row][~positive]))
+
+
+# --------------------------------------------------------------------------------------------------
+# float32
+# --------------------------------------------------------------------------------------------------
+
+# Relative-error argument for the normalised recursion: every quantity is a sum of non-negative terms,
+# so each step adds at most c (S + V) eps32 of relative error to a belief entry (c a small constant),
+# and a conditional after t tokens is off by at most C t eps32 relatively, i.e. |Delta log q| <= C t eps32.
+# The parameters themselves are rounded to float32 (another eps32 per factor). We allow
+# C = 4 (S + V) + 8 <= 32, i.e. a per-entry tolerance of 32 (t + 1) eps32 on log-conditionals, and the
+# sum of those over t for log_prob.
+F32_LENGTH = 64
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+@settings(max_examples=FEW)
+@given(
+    hmms_of_shapes(shapes=((3, 2),), styles=("dense", "sparse", "deterministic", "emit_then_move", "move_then_emit")),
+    st.integers(0, 2**32 - 1),
+)
+def test_float32_agrees_with_float64(hmm, seed):
+    """A process built from float32 arrays computes in float32 and agrees with the exact float64 values
+    (NumPy forward pass) within 32 (t + 1) eps32 per log-conditional and the sum of that per log_prob,
+    on sampled 64-token sequences."""
+    transitions, initial = hmm
+    process = HMMProcess(transitions.astype(np.float32), initial.astype(np.float32))
+    assert process.transitions.dtype == jnp.float32
+    tokens = bf.hmm_sample(transitions, initial, 8, F32_LENGTH, np.random.default_rng(seed))
+    log_cond, log_prob = process.log_conditionals(tokens), process.log_prob(tokens)
+    assert log_cond.dtype == log_prob.dtype == jnp.float32
+    log_cond, log_prob = np.asarray(log_cond, np.float64), np.asarray(log_prob, np.float64)
+    emit = transitions.sum(axis=2).T
+    tolerance = 32 * EPS32 * (np.arange(F32_LENGTH) + 1)
+    for row in range(len(tokens)):
+        log_prefix, beliefs = bf.hmm_forward(transitions, initial, tokens[row])
+        assert np.isfinite(log_prefix[-1])
+        expected = beliefs[:-1] @ emit
+        np.testing.assert_array_equal(np.isneginf(log_cond[row]), expected == 0)
+        error = np.where(expected > 0, np.abs(log_cond[row] - np.log(np.where(expected > 0, expected, 1.0))), 0.0)
+        assert np.all(error <= tolerance[:, None]), f"worst error {error.max()}"
+        assert abs(log_prob[row] - log_prefix[-1]) <= tolerance.sum()
+
+
+def test_float32_near_deterministic_rare_tokens():
+    """In float32, a near-deterministic general HMM still gives a rare token (probability 1e-7) its
+    probability within 1% (a factor, not an absolute 1e-6)."""
+    delta = 1e-7
+    transitions = np.zeros((2, 2, 2), np.float32)
+    transitions[0, 0, 0] = 1 - 2 * delta  # state 0: emit 0 and stay
+    transitions[1, 0, 1] = delta  # rare: emit 1 and go to state 1
+    transitions[0, 0, 1] = delta  # rare: emit 0 and go to state 1
+    transitions[1, 1, 1] = 1.0  # state 1 emits 1 forever
+    initial = np.array([1.0, 0.0], np.float32)
+    tokens = np.array([[1, 1], [0, 1]])
+    expected = np.log(bf.hmm_sequence_probs(transitions, initial, tokens))
+    got = np.asarray(HMMProcess(transitions, initial).log_prob(tokens), np.float64)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=0.01)
+
+
+# --------------------------------------------------------------------------------------------------
+# Pytree behaviour: jit caches by shape, not by instance
+# --------------------------------------------------------------------------------------------------
+
+
+def test_new_instance_same_shapes_does_not_recompile():
+    """Two different HMMProcess instances with the same shapes and structure share every compiled
+    function: the second instance adds nothing to the jit caches."""
+    rng = np.random.default_rng(11)
+    first = HMMProcess(*random_hmm(rng, 3, 2, "dense"))
+    second = HMMProcess(*random_hmm(rng, 3, 2, "dense"))
+    assert first.structure == second.structure == "general"
+    tokens = enumerate_with_impossible(3, FULL)  # shapes the enumeration tests may have compiled already
+    key = jax.random.key(0)
+
+    def use(process):
+        process.log_prob(tokens)
+        process.log_conditionals(tokens)
+        process.belief_states(tokens)
+        process.posterior(tokens)
+        process.sample(key, SAMPLE_N, SAMPLE_L)
+
+    use(first)
+    filter_cache, sample_cache = hmm_module._filter._cache_size(), hmm_module._sample._cache_size()
+    use(second)
+    assert hmm_module._filter._cache_size() == filter_cache
+    assert hmm_module._sample._cache_size() == sample_cache
+    assert not np.allclose(np.asarray(first.log_prob(tokens)), np.asarray(second.log_prob(tokens)))
+
+
+def test_works_under_user_jit_and_is_a_process():
+    """An HMMProcess is a Process and a pytree: log_prob under a user's jit equals the eager value."""
+    transitions, initial = non_unifilar_hmm()
+    process = HMMProcess(transitions, initial)
+    assert isinstance(process, Process)
+    tokens = np.array([[0, 1, 0, 0], [1, 1, 1, 1]])
+    jitted = jax.jit(lambda p, x: p.log_prob(x))(process, jnp.asarray(tokens))
+    np.testing.assert_allclose(
+        np.asarray(jitted), np.log(bf.hmm_sequence_probs(transitions, initial, tokens)), atol=1e-12
+    )
+    leaves = jax.tree_util.tree_leaves(process)
+    assert any(leaf.shape == (2, 2, 2) for leaf in leaves)
+
+
+# --------------------------------------------------------------------------------------------------
+# Errors at the boundary
+# --------------------------------------------------------------------------------------------------
+
+
+def _good():
+    return random_hmm(np.random.default_rng(5), 2, 3, "dense")
+
+
+def _with(array, index, value):
+    out = np.array(array, np.float64)
+    out[index] = value
+    return out
+
+
+@pytest.mark.parametrize(
+    "make_transitions",
+    [
+        pytest.param(lambda t: t[0], id="ndim-2"),
+        pytest.param(lambda t: t[None], id="ndim-4"),
+        pytest.param(lambda t: t[:, :, :2] / t[:, :, :2].sum(axis=(0, 2), keepdims=True), id="non-square"),
+        pytest.param(lambda t: _with(t, (0, 0, 0), np.nan), id="nan"),
+        pytest.param(lambda t: _with(t, (0, 0, 0), np.inf), id="inf"),
+        pytest.param(
+            lambda t: _with(_with(t, (0, 0, 0), -0.1), (1, 0, 0), t[1, 0, 0] + t[0, 0, 0] + 0.1), id="negative"
+        ),
+        pytest.param(lambda t: 1.1 * t, id="rows-sum-above-1"),
+        pytest.param(lambda t: _with(t, (1, 2, 0), 0.0), id="one-row-below-1"),
+        pytest.param(lambda t: np.zeros((2, 0, 0)), id="empty"),
+        pytest.param(lambda t: t.astype(str), id="strings"),
+    ],
+)
+def test_bad_transitions_raise(make_transitions):
+    """Malformed transitions raise ValueError naming `transitions`."""
+    transitions, initial = _good()
+    with pytest.raises(ValueError, match="transitions"):
+        HMMProcess(make_transitions(transitions), initial)
+
+
+@pytest.mark.parametrize(
+    "make_initial",
+    [
+        pytest.param(lambda p: np.full(2, 0.5), id="too-short"),
+        pytest.param(lambda p: np.full(4, 0.25), id="too-long"),
+        pytest.param(lambda p: p[None], id="ndim-2"),
+        pytest.param(lambda p: 0.5 * p, id="sums-below-1"),
+        pytest.param(lambda p: np.array([1.5, -0.25, -0.25]), id="negative"),
+        pytest.param(lambda p: _with(p, 0, np.nan), id="nan"),
+    ],
+)
+def test_bad_initial_raises(make_initial):
+    """A malformed initial distribution raises ValueError naming `initial`."""
+    transitions, initial = _good()
+    with pytest.raises(ValueError, match="initial"):
+        HMMProcess(transitions, make_initial(initial))
+
+
+@pytest.mark.parametrize(
+    "latents",
+    [
+        pytest.param({"author": (["a", "b"], [0, 1])}, id="map-too-short"),
+        pytest.param({"author": (["a", "b"], [0, 1, 2])}, id="value-beyond-labels"),
+        pytest.param({"author": (["a", "b"], [0, -1, 1])}, id="negative-value"),
+        pytest.param({"author": (["a", "b"], [0.0, 1.0, 1.0])}, id="float-map"),
+    ],
+)
+def test_bad_latent_maps_raise(latents):
+    """A latents map that does not send each state to one of its labels raises ValueError naming it."""
+    with pytest.raises(ValueError, match="latents"):
+        HMMProcess(*_good(), latents=latents)
+
+
+@pytest.mark.parametrize(
+    "tokens",
+    [
+        pytest.param(np.array([[0, -1, 1]]), id="negative-id"),
+        pytest.param(np.array([0, 1, 1]), id="1-D"),
+        pytest.param(np.zeros((1, 2, 3), np.int64), id="3-D"),
+        pytest.param(np.array([[0.0, 1.0]]), id="float"),
+        pytest.param(np.array([[True, False]]), id="bool"),
+    ],
+)
+@pytest.mark.parametrize("method", ["log_prob", "log_conditionals", "belief_states", "posterior"])
+def test_bad_tokens_raise(tokens, method):
+    """Negative ids, non-2-D batches and non-integer tokens raise ValueError naming `tokens`."""
+    process = HMMProcess(*_good())
+    with pytest.raises(ValueError, match="tokens"):
+        getattr(process, method)(tokens)
+
+
+@pytest.mark.parametrize(
+    "num_sequences, length, argument",
+    [
+        (0, 3, "num_sequences"),
+        (-2, 3, "num_sequences"),
+        (2.5, 3, "num_sequences"),
+        (2, -1, "length"),
+        (2, 1.5, "length"),
+    ],
+)
+def test_bad_sample_sizes_raise(num_sequences, length, argument):
+    """sample with a non-positive or fractional num_sequences, or a negative or fractional length,
+    raises ValueError naming that argument."""
+    with pytest.raises(ValueError, match=argument):
+        HMMProcess(*_good()).sample(jax.random.key(0), num_sequences, length)
+
+
+@pytest.mark.parametrize("token", [2**31, 2**32, 2**32 + 1])
+def test_huge_token_ids_are_impossible_or_rejected(token):
+    """An id far beyond V (not representable in int32) is either impossible (-inf) or a ValueError,
+    never silently read as another token."""
+    process = HMMProcess(np.full((2, 1, 1), 0.5), np.ones(1))  # a fair coin
+    tokens = np.array([[token, 0]], np.int64)
+    try:
+        log_prob = np.asarray(process.log_prob(tokens))
+    except ValueError:
+        return
+    assert log_prob[0] == -np.inf
