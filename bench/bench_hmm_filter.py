@@ -23,13 +23,21 @@ from toymodels.processes import HMMProcess
 
 def best_time(fn, repeats: int) -> float:
     """Minimum wall time over `repeats` calls after one warm-up call (compilation excluded)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return best_times({"only": fn}, repeats)["only"]
+
+
+def best_times(contenders: dict, rounds: int) -> dict[str, float]:
+    """Minimum wall time of each contender over `rounds` rounds, alternating contenders within a round
+    so that drifts in machine load hit every contender alike (this VM varies by +-25%)."""
+    for fn in contenders.values():
+        fn()  # compile and warm up
+    best = {name: float("inf") for name in contenders}
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
 
 
 def random_standard_hmm(rng, num_states, vocab_size):
@@ -52,7 +60,7 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=16)
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--length", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=15, help="alternating timing rounds")
     parser.add_argument("--hmmlearn-batch", type=int, default=128, help="hmmlearn is slow: time a subset")
     args = parser.parse_args()
     num_states, vocab, batch, length = args.states, args.vocab, args.batch, args.length
@@ -65,13 +73,9 @@ def main() -> None:
     tokens_np = np.asarray(tokens)
     results = {}
 
-    results["toymodels"] = best_time(lambda: process.log_prob(tokens).block_until_ready(), args.repeats)
-    ours = np.asarray(process.log_prob(tokens), np.float64)
-
     # The same process without the structure specialisation: the generic edge-emitting step.
     generic = HMMProcess(edge_form, initial.astype(np.float32))
     object.__setattr__(generic.recursion, "structure", "general")
-    results["toymodels (generic step)"] = best_time(lambda: generic.log_prob(tokens).block_until_ready(), args.repeats)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -87,7 +91,15 @@ def main() -> None:
 
         return jax.vmap(one)(tokens)
 
-    results["dynamax hmm_filter"] = best_time(lambda: dynamax_log_prob(tokens).block_until_ready(), args.repeats)
+    results = best_times(
+        {
+            "toymodels": lambda: process.log_prob(tokens).block_until_ready(),
+            "toymodels (generic step)": lambda: generic.log_prob(tokens).block_until_ready(),
+            "dynamax hmm_filter": lambda: dynamax_log_prob(tokens).block_until_ready(),
+        },
+        args.repeats,
+    )
+    ours = np.asarray(process.log_prob(tokens), np.float64)
     theirs = np.asarray(dynamax_log_prob(tokens), np.float64)
 
     from hmmlearn.hmm import CategoricalHMM

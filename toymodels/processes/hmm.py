@@ -240,7 +240,7 @@ def _log_next(process: _Recursion, belief, alive):
 
 
 def _update(process: _Recursion, belief, alive, token):
-    """One filtering step. Returns (belief, alive, log p(token | past)); impossible tokens (zero
+    """One filtering step. Returns (belief, alive, p(token | past)); impossible tokens (zero
     probability, or ids >= V) leave the belief where it was and mark the sequence dead."""
     vocab = process.vocab_size
     in_vocab = token < vocab
@@ -256,7 +256,7 @@ def _update(process: _Recursion, belief, alive, token):
     mass = jnp.where(in_vocab, unnormalised.sum(axis=-1), 0.0)
     ok = alive & (mass > 0)
     new_belief = jnp.where(ok[:, None], unnormalised / jnp.where(ok, mass, 1.0)[:, None], belief)
-    return new_belief, ok, jnp.where(ok, jnp.log(jnp.where(ok, mass, 1.0)), -jnp.inf)
+    return new_belief, ok, jnp.where(ok, mass, 0.0)
 
 
 @partial(jax.jit, static_argnames=("want_conditionals", "want_beliefs"))
@@ -269,12 +269,13 @@ def _filter(process: _Recursion, tokens, *, want_conditionals: bool, want_belief
     def body(carry, token):
         belief, alive = carry
         log_next = _log_next(process, belief, alive) if want_conditionals else None
-        belief, alive, log_step = _update(process, belief, alive, token)
-        return (belief, alive), (log_step, log_next, belief if want_beliefs else None)
+        belief, alive, step_prob = _update(process, belief, alive, token)
+        return (belief, alive), (step_prob, log_next, belief if want_beliefs else None)
 
-    # Unrolling amortises the loop overhead, which dominates at small S (measured in bench/).
-    _, (log_steps, log_next, beliefs) = jax.lax.scan(body, (belief0, alive0), tokens.T, unroll=4)
-    log_steps = log_steps.T
+    # Unrolling amortises the loop overhead, which dominates at small S (measured in bench/); the
+    # logarithms are taken once, outside the loop.
+    _, (step_probs, log_next, beliefs) = jax.lax.scan(body, (belief0, alive0), tokens.T, unroll=4)
+    log_steps = jnp.log(step_probs.T)
     log_next = None if log_next is None else jnp.swapaxes(log_next, 0, 1)
     if beliefs is not None:
         beliefs = jnp.concatenate([belief0[:, None], jnp.swapaxes(beliefs, 0, 1)], axis=1)
