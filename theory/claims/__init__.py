@@ -1,0 +1,1 @@
+"""One module per claim of the project's CLAIMS.md: closed forms, constructions, exact quantities."""
