@@ -8,16 +8,26 @@ from toymodels.processes.hmm import HMMProcess
 from toymodels.processes.registry import catalog, families, make_process, register_family
 from toymodels.processes.table import TableProcess
 from toymodels.processes.standard import markov_chain, mess3, random_hmm, rrxor
+from toymodels.processes.personas import persona_stage, random_persona_stage, restrict_prior
+from toymodels.processes.dialog import coupled_dialog, dialog, random_dialog
+from toymodels.processes.waluigi import waluigi
 
 __all__ = [
     "HMMProcess",
     "TableProcess",
     "catalog",
+    "coupled_dialog",
+    "dialog",
     "families",
     "make_process",
     "markov_chain",
     "mess3",
+    "persona_stage",
+    "random_dialog",
     "random_hmm",
+    "random_persona_stage",
     "register_family",
+    "restrict_prior",
     "rrxor",
+    "waluigi",
 ]
