@@ -151,7 +151,10 @@ def check_tokens(tokens, name: str = "tokens") -> Int[Array, "B L"]:
 
 
 def check_probability(value, name: str, *, open_interval: bool = True) -> float:
-    value = float(value)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
     low_ok = value > 0 if open_interval else value >= 0
     high_ok = value < 1 if open_interval else value <= 1
     if not (np.isfinite(value) and low_ok and high_ok):

@@ -8,6 +8,14 @@ from toymodels.processes.hmm import HMMProcess
 from toymodels.processes.registry import catalog, families, make_process, register_family
 from toymodels.processes.table import TableProcess
 from toymodels.processes.standard import markov_chain, mess3, random_hmm, rrxor
+from toymodels.processes.authors import (
+    hierarchical_authors,
+    hierarchical_markov_authors,
+    latent_authors,
+    map_author_predictor,
+    markov_authors,
+    single_author_predictor,
+)
 from toymodels.processes.personas import persona_stage, random_persona_stage, restrict_prior
 from toymodels.processes.dialog import coupled_dialog, dialog, random_dialog
 from toymodels.processes.waluigi import waluigi
@@ -19,6 +27,12 @@ __all__ = [
     "coupled_dialog",
     "dialog",
     "families",
+    "hierarchical_authors",
+    "hierarchical_markov_authors",
+    "latent_authors",
+    "map_author_predictor",
+    "markov_authors",
+    "single_author_predictor",
     "make_process",
     "markov_chain",
     "mess3",
