@@ -1,0 +1,248 @@
+"""Tests of toymodels/transformer.py and toymodels/transformer_predictor.py on tiny float32 configs.
+
+Tolerances: two float32 computations of the same logits that differ only in the order of operations
+(jit versus eager, a masked cache of C slots versus a causal L x L pass) agree to a few float32 ulps of
+values of order 1-10; we allow ATOL = RTOL = 1e-5 (about 80 ulps at 1.0). Causality and myopia are
+exact: the gradients that must vanish are exactly zero, not small.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from toymodels.predictors import PytreeNode
+from toymodels.processes import mess3
+from toymodels.sampling import generate
+from toymodels.transformer import TransformerConfig, apply, graphdef_for, init_params, param_shapes
+from toymodels.transformer_predictor import TransformerPredictor
+from theory.divergence import forward_kl
+
+ATOL = RTOL = 1e-5
+CONTEXT, LENGTH, BATCH = 8, 7, 3
+POSITIONS = ["learned", "rotary"]
+
+
+def config(positions="learned", **overrides) -> TransformerConfig:
+    fields = dict(vocab_size=3, context=CONTEXT, num_layers=2, d_model=16, num_heads=2, mlp_width=32)
+    fields["positions"] = positions
+    return TransformerConfig(**{**fields, **overrides})
+
+
+def tokens(seed=1, length=LENGTH, vocab=3):
+    return jnp.asarray(np.random.default_rng(seed).integers(0, vocab, (BATCH, length)), jnp.int32)
+
+
+def setup(cfg, seed=0):
+    """(graphdef, params): random float32 parameters of the right shapes, drawn with numpy.
+
+    Flax's initialisers cost about 0.4 s of XLA compilation per parameter tensor on this CPU, so the
+    tests draw their own (nonzero biases and LayerNorm offsets too, which exercises more of the model);
+    test_vmap_over_init_keys covers init_params itself."""
+    rng = np.random.default_rng(seed)
+
+    def draw(path, shape_dtype):
+        name = jax.tree_util.keystr(path)
+        shape = shape_dtype.shape
+        if "scale" in name:
+            values = 1.0 + 0.1 * rng.standard_normal(shape)
+        elif "kernel" in name:
+            values = rng.standard_normal(shape) / np.sqrt(shape[0])
+        else:  # embeddings, biases
+            values = 0.3 * rng.standard_normal(shape)
+        return jnp.asarray(values, shape_dtype.dtype)
+
+    return graphdef_for(cfg), jax.tree_util.tree_map_with_path(draw, param_shapes(cfg))
+
+
+@partial(jax.jit, static_argnums=0)
+def gradient_tables(graphdef, params, x_BxL):
+    """Logits, residuals, and two tables of |gradient| summed over batch and width w.r.t. h_s, the residual
+    stream after the embedding at input position s (which holds x_{s-1}): loss[t, s] for loss_t, the
+    cross-entropy of predicting x_t; residual[n, t, s] for the sum of residual n at position t."""
+    model = nnx.merge(graphdef, params)
+    h_BxLxD = model.embed(x_BxL)
+    num_layers, length = model.config.num_layers, x_BxL.shape[1]
+
+    def outputs(h_BxLxD):
+        logits_BxLxV, residuals_NxBxLxD = model.from_embeddings(h_BxLxD, return_residuals=True)
+        log_q_BxLxV = jax.nn.log_softmax(logits_BxLxV, axis=-1)
+        loss_L = -jnp.take_along_axis(log_q_BxLxV, x_BxL[..., None], axis=-1)[..., 0].sum(axis=0)
+        return jnp.concatenate([loss_L, residuals_NxBxLxD.sum(axis=(1, 3)).reshape(-1)])
+
+    # One reverse-mode Jacobian (a batch of vector-Jacobian products) for both tables.
+    table_OxL = jnp.abs(jax.jacrev(outputs)(h_BxLxD)).sum(axis=(1, 3))
+    loss_LxL, residual_NxLxL = table_OxL[:length], table_OxL[length:].reshape(num_layers + 1, length, length)
+    logits_BxLxV, residuals_NxBxLxD = model.from_embeddings(h_BxLxD, return_residuals=True)
+    return logits_BxLxV, residuals_NxBxLxD, loss_LxL, residual_NxLxL
+
+
+AFTER = np.triu(np.ones((LENGTH, LENGTH), bool), k=1)  # (t, s) with s > t
+BEFORE = np.tril(np.ones((LENGTH, LENGTH), bool), k=-1)  # (t, s) with s < t
+
+
+@pytest.mark.parametrize("positions", POSITIONS)
+def test_causality_by_gradients(positions):
+    """The loss at t has exactly zero gradient w.r.t. embedding inputs after t, nonzero at and before t."""
+    table = np.asarray(gradient_tables(*setup(config(positions)), tokens())[2])
+    assert np.all(table[AFTER] == 0) and np.all(table[~AFTER] > 0), table
+
+
+def test_myopic_loss_has_no_gradient_into_earlier_positions():
+    """Myopic: loss at t has zero gradient into positions s < t (normal: nonzero); same forward values."""
+    graphdef, params = setup(config("rotary"))
+    x = tokens()
+    logits, _, normal, _ = map(np.asarray, gradient_tables(graphdef, params, x))
+    myopic_graphdef = graphdef_for(config("rotary", myopic=True))
+    myopic_logits, _, myopic, _ = map(np.asarray, gradient_tables(myopic_graphdef, params, x))
+    np.testing.assert_allclose(myopic_logits, logits, atol=ATOL, rtol=RTOL)
+    assert np.all(myopic[BEFORE] == 0) and np.all(np.diag(myopic) > 0) and np.all(myopic[AFTER] == 0), myopic
+    assert np.all(normal[BEFORE] > 0), normal
+
+
+@pytest.mark.parametrize("positions", POSITIONS)
+def test_residuals_shape_and_alignment(positions):
+    """Residuals are [N+1, B, L, D] float32; residual t depends on x_<t only (x_t enters at s = t+1)."""
+    cfg = config(positions)
+    logits, residuals, _, table = gradient_tables(*setup(cfg), tokens())
+    assert logits.shape == (BATCH, LENGTH, 3) and logits.dtype == jnp.float32
+    assert residuals.shape == (cfg.num_layers + 1, BATCH, LENGTH, cfg.d_model)
+    assert residuals.dtype == jnp.float32
+    first = np.asarray(residuals[:, :, 0])  # position 0 has seen only BOS: the same vector in every row
+    np.testing.assert_array_equal(first, np.broadcast_to(first[:, :1], first.shape))
+    table = np.asarray(table)
+    assert np.all(table[:, AFTER] == 0), table
+    assert np.all(np.diagonal(table, axis1=1, axis2=2) > 0) and np.all(table[1:][:, ~AFTER] > 0), table
+
+
+def test_jit_and_eager_agree():
+    """apply under jax.jit equals eager apply (logits and residuals) to ATOL = RTOL = 1e-5 (float32)."""
+    graphdef, params = setup(config("learned"))
+    x = tokens()
+    for eager, jitted in zip(apply(graphdef, params, x, True), gradient_tables(graphdef, params, x)):
+        assert jitted.dtype == eager.dtype == jnp.float32
+        np.testing.assert_allclose(jitted, eager, atol=ATOL, rtol=RTOL)
+
+
+@jax.jit
+def decode_and_score(q, x_BxL):
+    """(log q(x_t | x_<t) for t = 0..L from init_state and L steps, the final state, log_conditionals)."""
+    state, first_BxV = q.init_state(x_BxL.shape[0])
+    state, rest_LxBxV = jax.lax.scan(lambda state, token_B: q.step(state, token_B), state, x_BxL.T)
+    stepped_BxL1xV = jnp.concatenate([first_BxV[:, None], rest_LxBxV.transpose(1, 0, 2)], axis=1)
+    return stepped_BxL1xV, state, q.log_conditionals(x_BxL)
+
+
+@pytest.mark.parametrize("positions", POSITIONS)
+def test_kv_cache_decoding_matches_full_pass(positions):
+    """init_state + step over a full-context sequence = log_conditionals (1e-5); past the context -inf."""
+    cfg = config(positions)
+    q = TransformerPredictor(cfg, setup(cfg, 3)[1])
+    stepped, state, full = decode_and_score(q, tokens(length=CONTEXT))
+    assert full.shape == (BATCH, CONTEXT, 3) and full.dtype == stepped.dtype == jnp.float32
+    np.testing.assert_allclose(stepped[:, :CONTEXT], full, atol=ATOL, rtol=RTOL)
+    np.testing.assert_allclose(np.log(np.exp(np.asarray(full, np.float64)).sum(axis=-1)), 0.0, atol=ATOL)
+    assert np.all(np.isneginf(stepped[:, CONTEXT])) and int(state.position) == CONTEXT + 1
+
+
+def test_generate_with_cache_equals_recompute():
+    """generate via init_state/step gives the same tokens as via log_conditionals (same keys)."""
+
+    class NoStep(PytreeNode):
+        _data_fields = ("base",)
+
+        def __init__(self, base):
+            self.base = base
+
+        vocab_size = property(lambda self: self.base.vocab_size)
+        max_length = property(lambda self: self.base.max_length)
+
+        def log_conditionals(self, tokens):
+            return self.base.log_conditionals(tokens)
+
+    cfg = config("rotary")
+    q = TransformerPredictor(cfg, setup(cfg, 4)[1])
+    key = jax.random.key(5)
+    stepped = np.asarray(generate(q, key, 64, CONTEXT))
+    np.testing.assert_array_equal(stepped, np.asarray(generate(NoStep(q), key, 64, CONTEXT)))
+    assert stepped.shape == (64, CONTEXT) and stepped.min() >= 0 and stepped.max() < 3
+
+
+def test_forward_kl_runs_on_the_predictor():
+    """forward_kl(mess3, transformer, n) by enumeration is finite and >= 0 (n = 4 < context)."""
+    cfg = config()
+    q = TransformerPredictor(cfg, setup(cfg, 6)[1])
+    result = forward_kl(mess3(), q, 4)
+    assert np.isfinite(result.value) and result.value >= 0 and result.off_support_fraction == 0
+    assert np.all(result.per_position >= -1e-6)
+
+
+def test_predictor_boundary_and_clipping():
+    """vocab_size/max_length; ids >= V act as V - 1; too long or negative tokens are ValueErrors."""
+    cfg = config()
+    q = TransformerPredictor(cfg, setup(cfg, 7)[1])
+    assert q.vocab_size == 3 and q.max_length == CONTEXT
+    x = np.asarray(tokens(length=CONTEXT))
+    big = np.where(x == 2, 9, x)
+    np.testing.assert_array_equal(decode_and_score(q, big)[2], decode_and_score(q, x)[2])
+    with pytest.raises(ValueError, match="max_length"):
+        q.log_conditionals(np.zeros((1, CONTEXT + 1), np.int32))
+    with pytest.raises(ValueError, match="negative"):
+        q.log_conditionals(-np.ones((1, 2), np.int32))
+    with pytest.raises(ValueError, match="batch"):
+        q.init_state(0)
+    with pytest.raises(ValueError, match="params"):
+        TransformerPredictor(config(d_model=8), q.params)
+    same = TransformerPredictor.from_model(q.model)
+    jax.tree.map(np.testing.assert_array_equal, same.params, q.params)
+
+
+def test_vmap_over_init_keys_gives_distinct_models_and_one_compilation():
+    """vmap(init) over 3 keys stacks 3 distinct float32 models; one jit trace serves all 3 predictors."""
+    # No blocks: under vmap, init compiles for ~1.4 s per parameter tensor on a 2-core CPU. The blocks'
+    # Linear and LayerNorm initialisers are the same kinds as the unembedding's and the final norm's.
+    cfg = config(num_layers=0)
+    keys = jax.random.split(jax.random.key(8), 3)
+    stacked = jax.jit(jax.vmap(lambda k: init_params(cfg, k)[1]))(keys)
+    assert all(leaf.shape[0] == 3 and leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(stacked))
+    traces = []
+
+    @jax.jit
+    def score(q, x):
+        traces.append(1)
+        return q.log_conditionals(x)
+
+    members = [TransformerPredictor(cfg, jax.tree.map(lambda leaf, i=i: leaf[i], stacked)) for i in range(3)]
+    logits = [np.asarray(score(q, tokens())) for q in members]
+    assert len(traces) == 1
+    for i in range(3):
+        for j in range(i):
+            assert not np.allclose(logits[i], logits[j])
+            kernels = [members[k].params["unembed"]["kernel"][...] for k in (i, j)]
+            assert not np.allclose(*kernels)
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        (dict(vocab_size=0), "vocab_size"),
+        (dict(context=2.5), "context"),
+        (dict(num_layers=-1), "num_layers"),
+        (dict(d_model=10, num_heads=3), "head_dim"),
+        (dict(mlp_width=0), "mlp_width"),
+        (dict(positions="sinusoidal"), "positions"),
+        (dict(positions="rotary", head_dim=3), "head_dim"),
+        (dict(layer_norm_eps=0.0), "layer_norm_eps"),
+        (dict(param_dtype="int32"), "param_dtype"),
+        (dict(myopic=1), "myopic"),
+    ],
+)
+def test_config_validation(overrides, field):
+    """Each invalid field raises a ValueError that names it."""
+    with pytest.raises(ValueError, match=field):
+        config(**overrides)

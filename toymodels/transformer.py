@@ -1,0 +1,322 @@
+"""A small decoder-only transformer (flax.nnx): pre-norm blocks, learned or rotary positions.
+
+Shape legend (with predictors.py): B batch, L sequence length, V vocabulary, D d_model, H heads,
+K head width, M MLP width, C context (cache slots), N layers, T query positions, S key positions.
+
+Alignment. The model reads [BOS, x_0, ..., x_{L-2}] with BOS = vocab_size (an extra embedding row the
+model never emits), so position t has seen x_<t and its logits predict x_t: logits_BxLxV[:, t] is
+log q(x_t | x_<t) up to normalisation, and t = 0 predicts the first token. The residual stream at
+position t is the representation that predicts x_t; a probe regresses the exact belief state after t
+tokens (`posterior(tokens)[:, t]`, t = 0..L-1) onto residual position t. No position holds the belief
+after all L tokens: feed L + 1 tokens to get it.
+
+Token ids >= vocab_size are clipped to vocab_size - 1: a predictor never needs ids it cannot emit, and
+the divergences only feed it ids below its vocabulary (a process scores the *predictor's* samples, not
+the reverse). Negative ids are an error at the predictor's boundary (see transformer_predictor.py).
+
+Myopic mode (Wu, Morris, Levine 2024): the attention of query t to positions s < t uses
+stop_gradient(k_s), stop_gradient(v_s), while s = t keeps its gradient, so the loss at t trains
+nothing about the representations of earlier positions. Forward values are unchanged.
+
+Functional form for training: `init_params(config, key) -> (graphdef, params)` and
+`apply(graphdef, params, tokens)`; `jax.vmap(lambda k: init_params(config, k)[1])(keys)` makes an
+ensemble. The cached decoding path (`Transformer.decode`) is used by TransformerPredictor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import lru_cache
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jaxtyping import Array, Bool, Float, Int
+
+POSITIONS = ("learned", "rotary")
+_EMBED_INIT = nnx.initializers.normal(stddev=0.02)
+
+
+def _check_int(name: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+    """Architecture of a Transformer; hashable, so it can be static under jit."""
+
+    vocab_size: int  # V: token ids 0..V-1 are emitted; id V is the beginning-of-sequence token
+    context: int  # C: longest sequence the model reads (size of learned positions and of the cache)
+    num_layers: int  # N: transformer blocks (0 gives an embedding-unembedding model)
+    d_model: int  # D: width of the residual stream
+    num_heads: int  # H: attention heads per block
+    head_dim: int | None = None  # K: width of each head; None means d_model // num_heads
+    mlp_width: int | None = None  # M: hidden width of each MLP; None means 4 * d_model
+    positions: str = "learned"  # "learned" (absolute table added to the embedding) or "rotary"
+    rotary_base: float = 10_000.0  # base of rotary frequencies, base^(-2i/K); unused for "learned"
+    layer_norm_eps: float = 1e-5  # epsilon inside every LayerNorm
+    param_dtype: str = "float32"  # dtype of parameters (explicit: tests run with x64 on)
+    dtype: str = "float32"  # dtype of activations, logits and the key-value cache
+    myopic: bool = False  # stop gradients into keys/values of earlier positions (training only)
+
+    def __post_init__(self):
+        minimums = {"vocab_size": 1, "context": 1, "num_layers": 0, "d_model": 1, "num_heads": 1}
+        for name, minimum in minimums.items():
+            _check_int(name, getattr(self, name), minimum)
+        if self.head_dim is None:
+            if self.d_model % self.num_heads:
+                raise ValueError(
+                    f"head_dim defaults to d_model // num_heads, but d_model={self.d_model} is not divisible "
+                    f"by num_heads={self.num_heads}; set head_dim explicitly"
+                )
+            object.__setattr__(self, "head_dim", self.d_model // self.num_heads)
+        _check_int("head_dim", self.head_dim, 1)
+        if self.mlp_width is None:
+            object.__setattr__(self, "mlp_width", 4 * self.d_model)
+        _check_int("mlp_width", self.mlp_width, 1)
+        if self.positions not in POSITIONS:
+            raise ValueError(f"positions must be one of {POSITIONS}, got {self.positions!r}")
+        if self.positions == "rotary" and self.head_dim % 2:
+            raise ValueError(f"head_dim must be even for rotary positions, got {self.head_dim}")
+        if not (np.isfinite(self.rotary_base) and self.rotary_base > 1):
+            raise ValueError(f"rotary_base must be a finite number > 1, got {self.rotary_base!r}")
+        if not (np.isfinite(self.layer_norm_eps) and self.layer_norm_eps > 0):
+            raise ValueError(f"layer_norm_eps must be a positive finite number, got {self.layer_norm_eps!r}")
+        for name in ("param_dtype", "dtype"):
+            value = getattr(self, name)
+            try:
+                ok = jnp.issubdtype(jnp.dtype(value), jnp.floating)
+            except TypeError:
+                ok = False
+            if not ok:
+                raise ValueError(f"{name} must name a floating dtype such as 'float32', got {value!r}")
+            object.__setattr__(self, name, jnp.dtype(value).name)
+        if not isinstance(self.myopic, bool):
+            raise ValueError(f"myopic must be a bool, got {self.myopic!r}")
+
+    @property
+    def bos(self) -> int:
+        """Id of the beginning-of-sequence token (one past the vocabulary)."""
+        return self.vocab_size
+
+
+# --------------------------------------------------------------------------------------------------
+# Attention math shared by the full pass and the cached step
+# --------------------------------------------------------------------------------------------------
+
+
+def rotate(
+    x_BxTxHxK: Float[Array, "B T H K"], positions_T: Int[Array, " T"], base: float
+) -> Float[Array, "B T H K"]:
+    """Rotary position embedding (half-split pairs): pair (i, i + K/2) turns by angle pos * base^(-2i/K)."""
+    half = x_BxTxHxK.shape[-1] // 2
+    freqs = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    angles_TxK = positions_T.astype(jnp.float32)[:, None] * freqs[None, :]
+    cos = jnp.cos(angles_TxK)[None, :, None, :].astype(x_BxTxHxK.dtype)
+    sin = jnp.sin(angles_TxK)[None, :, None, :].astype(x_BxTxHxK.dtype)
+    x1, x2 = x_BxTxHxK[..., :half], x_BxTxHxK[..., half:]
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+
+
+def attend(
+    q_BxTxHxK: Float[Array, "B T H K"],
+    k_BxSxHxK: Float[Array, "B S H K"],
+    v_BxSxHxK: Float[Array, "B S H K"],
+    mask_TxS: Bool[Array, "T S"],
+    myopic: bool = False,
+) -> Float[Array, "B T H K"]:
+    """softmax(q k^T / sqrt(K) over allowed keys) v, per head. Every query needs one allowed key.
+
+    myopic (needs T = S, query t at key position t): the values and gradients are those of attention
+    to stop_gradient(k_s), stop_gradient(v_s) for s != t and to k_t, v_t themselves on the diagonal.
+    """
+    scale = q_BxTxHxK.shape[-1] ** -0.5
+    keys = jax.lax.stop_gradient(k_BxSxHxK) if myopic else k_BxSxHxK
+    scores_BxHxTxS = jnp.einsum("bthk,bshk->bhts", q_BxTxHxK, keys) * scale
+    if myopic:
+        diagonal_BxHxT = jnp.einsum("bthk,bthk->bht", q_BxTxHxK, k_BxSxHxK) * scale
+        eye_TxS = jnp.eye(scores_BxHxTxS.shape[-2], scores_BxHxTxS.shape[-1], dtype=bool)
+        scores_BxHxTxS = jnp.where(eye_TxS, diagonal_BxHxT[..., None], scores_BxHxTxS)
+    scores_BxHxTxS = jnp.where(mask_TxS, scores_BxHxTxS, -jnp.inf)
+    probs_BxHxTxS = jax.nn.softmax(scores_BxHxTxS, axis=-1)
+    if not myopic:
+        return jnp.einsum("bhts,bshk->bthk", probs_BxHxTxS, v_BxSxHxK)
+    frozen_BxSxHxK = jax.lax.stop_gradient(v_BxSxHxK)
+    out_BxTxHxK = jnp.einsum("bhts,bshk->bthk", probs_BxHxTxS, frozen_BxSxHxK)
+    # Zero in value; carries the diagonal's gradient into v_t with weight p_tt.
+    self_weight_BxTxH = jnp.diagonal(probs_BxHxTxS, axis1=-2, axis2=-1).transpose(0, 2, 1)
+    return out_BxTxHxK + self_weight_BxTxH[..., None] * (v_BxSxHxK - frozen_BxSxHxK)
+
+
+# --------------------------------------------------------------------------------------------------
+# Modules
+# --------------------------------------------------------------------------------------------------
+
+
+def _dtypes(config: TransformerConfig) -> dict:
+    return {"dtype": jnp.dtype(config.dtype), "param_dtype": jnp.dtype(config.param_dtype)}
+
+
+class Attention(nnx.Module):
+    """Multi-head self-attention with a fused query-key-value projection."""
+
+    def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        width = config.num_heads * config.head_dim
+        self.qkv = nnx.Linear(config.d_model, 3 * width, rngs=rngs, **_dtypes(config))
+        self.out = nnx.Linear(width, config.d_model, rngs=rngs, **_dtypes(config))
+
+    def project(self, x_BxTxD, positions_T):
+        """Queries, keys and values of inputs at `positions_T` (rotated when positions are rotary)."""
+        c = self.config
+        qkv_BxTx3xHxK = self.qkv(x_BxTxD).reshape(x_BxTxD.shape[:2] + (3, c.num_heads, c.head_dim))
+        q, k, v = (qkv_BxTx3xHxK[:, :, i] for i in range(3))
+        if c.positions == "rotary":
+            q, k = rotate(q, positions_T, c.rotary_base), rotate(k, positions_T, c.rotary_base)
+        return q, k, v
+
+    def __call__(self, x_BxLxD: Float[Array, "B L D"]) -> Float[Array, "B L D"]:
+        """Causal attention over the whole sequence (position t attends to positions <= t)."""
+        length = x_BxLxD.shape[1]
+        q, k, v = self.project(x_BxLxD, jnp.arange(length, dtype=jnp.int32))
+        causal_LxL = jnp.tril(jnp.ones((length, length), bool))
+        out_BxLxHxK = attend(q, k, v, causal_LxL, myopic=self.config.myopic)
+        return self.out(out_BxLxHxK.reshape(x_BxLxD.shape[:2] + (self.qkv.out_features // 3,)))
+
+    def decode(self, x_Bx1xD, position, keys_BxCxHxK, values_BxCxHxK):
+        """One new position: write its key and value into cache slot `position` (dropped when the
+        cache is full), attend over slots <= position, return (output, keys, values)."""
+        q, k, v = self.project(x_Bx1xD, position[None])
+        keys_BxCxHxK = keys_BxCxHxK.at[:, position].set(k[:, 0], mode="drop")
+        values_BxCxHxK = values_BxCxHxK.at[:, position].set(v[:, 0], mode="drop")
+        allowed_1xC = (jnp.arange(keys_BxCxHxK.shape[1]) <= position)[None, :]
+        out_Bx1xHxK = attend(q, keys_BxCxHxK, values_BxCxHxK, allowed_1xC)
+        out_Bx1xD = self.out(out_Bx1xHxK.reshape(x_Bx1xD.shape[:2] + (self.qkv.out_features // 3,)))
+        return out_Bx1xD, keys_BxCxHxK, values_BxCxHxK
+
+
+class Block(nnx.Module):
+    """Pre-norm block: h + attn(LN(h)), then h + MLP(LN(h)) with a GELU MLP."""
+
+    def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
+        kwargs = {"epsilon": config.layer_norm_eps, "rngs": rngs, **_dtypes(config)}
+        self.ln_attn = nnx.LayerNorm(config.d_model, **kwargs)
+        self.attn = Attention(config, rngs=rngs)
+        self.ln_mlp = nnx.LayerNorm(config.d_model, **kwargs)
+        self.fc_in = nnx.Linear(config.d_model, config.mlp_width, rngs=rngs, **_dtypes(config))
+        self.fc_out = nnx.Linear(config.mlp_width, config.d_model, rngs=rngs, **_dtypes(config))
+
+    def mlp(self, h_BxLxD):
+        return h_BxLxD + self.fc_out(jax.nn.gelu(self.fc_in(self.ln_mlp(h_BxLxD))))
+
+    def __call__(self, h_BxLxD: Float[Array, "B L D"]) -> Float[Array, "B L D"]:
+        return self.mlp(h_BxLxD + self.attn(self.ln_attn(h_BxLxD)))
+
+    def decode(self, h_Bx1xD, position, keys_BxCxHxK, values_BxCxHxK):
+        attended = self.attn.decode(self.ln_attn(h_Bx1xD), position, keys_BxCxHxK, values_BxCxHxK)
+        return self.mlp(h_Bx1xD + attended[0]), attended[1], attended[2]
+
+
+class Transformer(nnx.Module):
+    """Decoder-only transformer; see the module docstring for the BOS shift and the alignment."""
+
+    def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
+        if not isinstance(config, TransformerConfig):
+            raise ValueError(f"config must be a TransformerConfig, got {type(config).__name__}")
+        self.config = config
+        dtypes = _dtypes(config)
+        # Row vocab_size is BOS: an input only, never a logit.
+        self.embedding = nnx.Embed(
+            config.vocab_size + 1, config.d_model, embedding_init=_EMBED_INIT, rngs=rngs, **dtypes
+        )
+        if config.positions == "learned":
+            table = _EMBED_INIT(rngs.params(), (config.context, config.d_model), dtypes["param_dtype"])
+            self.position_embedding = nnx.Param(table)
+        self.blocks = nnx.List([Block(config, rngs=rngs) for _ in range(config.num_layers)])
+        self.ln_final = nnx.LayerNorm(config.d_model, epsilon=config.layer_norm_eps, rngs=rngs, **dtypes)
+        self.unembed = nnx.Linear(config.d_model, config.vocab_size, rngs=rngs, **dtypes)
+
+    def _check_length(self, length: int) -> None:
+        if length > self.config.context:
+            raise ValueError(f"tokens have length {length} but the model's context is {self.config.context}")
+
+    def _embed_inputs(self, inputs_BxT, positions_T):
+        """Embedding of already-shifted inputs (ids 0..V, V = BOS) at the given positions."""
+        h_BxTxD = self.embedding(inputs_BxT)
+        if self.config.positions == "learned":
+            table = self.position_embedding[...]
+            h_BxTxD = h_BxTxD + jnp.take(table, positions_T, axis=0, mode="clip").astype(h_BxTxD.dtype)[None]
+        return h_BxTxD
+
+    def embed(self, tokens_BxL: Int[Array, "B L"]) -> Float[Array, "B L D"]:
+        """Residual stream before the first block: embeddings of [BOS, x_0..x_{L-2}] (+ positions)."""
+        if tokens_BxL.ndim != 2:
+            raise ValueError(f"tokens must have shape [batch, length], got shape {tokens_BxL.shape}")
+        self._check_length(tokens_BxL.shape[1])
+        tokens_BxL = jnp.minimum(tokens_BxL, self.config.vocab_size - 1)
+        bos_Bx1 = jnp.full((tokens_BxL.shape[0], 1), self.config.bos, tokens_BxL.dtype)
+        length = tokens_BxL.shape[1]
+        inputs_BxL = jnp.concatenate([bos_Bx1, tokens_BxL], axis=1)[:, :length]
+        return self._embed_inputs(inputs_BxL, jnp.arange(length, dtype=jnp.int32))
+
+    def from_embeddings(self, h_BxLxD: Float[Array, "B L D"], return_residuals: bool = False):
+        """Blocks, final LayerNorm and unembedding applied to a residual stream from `embed`."""
+        residuals = [h_BxLxD]
+        for block in self.blocks:
+            h_BxLxD = block(h_BxLxD)
+            residuals.append(h_BxLxD)
+        logits_BxLxV = self.unembed(self.ln_final(h_BxLxD))
+        if return_residuals:
+            return logits_BxLxV, jnp.stack(residuals)
+        return logits_BxLxV
+
+    def __call__(self, tokens_BxL: Int[Array, "B L"], return_residuals: bool = False):
+        """logits_BxLxV (position t predicts x_t from x_<t); with return_residuals also the residual
+        stream [N+1, B, L, D] after the embedding and after each block (before the final LayerNorm)."""
+        return self.from_embeddings(self.embed(tokens_BxL), return_residuals=return_residuals)
+
+    def decode(
+        self, inputs_B: Int[Array, " B"], position: Int[Array, ""], cache: tuple
+    ) -> tuple[Float[Array, "B V"], tuple]:
+        """Logits after reading input id `inputs_B` (BOS or a token, not shifted) at `position`, given
+        the cache ((keys_BxCxHxK, values_BxCxHxK) per layer) of all earlier positions."""
+        h_Bx1xD = self._embed_inputs(inputs_B[:, None], position[None])
+        new_cache = []
+        for block, (keys, values) in zip(self.blocks, cache):
+            h_Bx1xD, keys, values = block.decode(h_Bx1xD, position, keys, values)
+            new_cache.append((keys, values))
+        return self.unembed(self.ln_final(h_Bx1xD))[:, 0], tuple(new_cache)
+
+
+# --------------------------------------------------------------------------------------------------
+# Functional form
+# --------------------------------------------------------------------------------------------------
+
+
+def init_params(config: TransformerConfig, key: Array) -> tuple[nnx.GraphDef, nnx.State]:
+    """(graphdef, params) of a freshly initialised model; params is a pytree of float arrays.
+
+    vmappable over keys: `jax.vmap(lambda k: init_params(config, k)[1])(keys)` stacks an ensemble."""
+    return nnx.split(Transformer(config, rngs=nnx.Rngs(params=key)))
+
+
+def apply(
+    graphdef: nnx.GraphDef, params: nnx.State, tokens_BxL: Int[Array, "B L"], return_residuals: bool = False
+):
+    """The model as a pure function of (params, tokens): Transformer.__call__ of merge(graphdef, params)."""
+    return nnx.merge(graphdef, params)(tokens_BxL, return_residuals=return_residuals)
+
+
+@lru_cache(maxsize=64)
+def graphdef_for(config: TransformerConfig) -> nnx.GraphDef:
+    """The GraphDef every model of `config` shares (built abstractly: no parameters are drawn)."""
+    abstract = nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(params=0)))
+    return nnx.split(abstract)[0]
+
+
+@lru_cache(maxsize=64)
+def param_shapes(config: TransformerConfig) -> nnx.State:
+    """jax.ShapeDtypeStruct of every parameter of a model of `config`."""
+    return jax.eval_shape(lambda key: init_params(config, key)[1], jax.random.key(0))
