@@ -16,6 +16,7 @@ from toymodels.processes.authors import (
     markov_authors,
     single_author_predictor,
 )
+from toymodels.processes.hashing import hash_then_payload, hash_then_payload_hmm, non_inverting_predictor
 from toymodels.processes.personas import persona_stage, random_persona_stage, restrict_prior
 from toymodels.processes.dialog import coupled_dialog, dialog, random_dialog
 from toymodels.processes.waluigi import waluigi
@@ -27,6 +28,8 @@ __all__ = [
     "coupled_dialog",
     "dialog",
     "families",
+    "hash_then_payload",
+    "hash_then_payload_hmm",
     "hierarchical_authors",
     "hierarchical_markov_authors",
     "latent_authors",
@@ -36,6 +39,7 @@ __all__ = [
     "make_process",
     "markov_chain",
     "mess3",
+    "non_inverting_predictor",
     "persona_stage",
     "random_dialog",
     "random_hmm",
