@@ -21,10 +21,8 @@ import math
 import jax
 import numpy as np
 import pytest
-from hypothesis import example, given
-from hypothesis import strategies as st
-
-from brute_force import kl, total_variation as tv_oracle
+from brute_force import kl
+from brute_force import total_variation as tv_oracle
 from brute_force_pq import (
     chain_rule_terms,
     hmm_conditional,
@@ -35,9 +33,13 @@ from brute_force_pq import (
     sequence_probs_from_conditionals,
     sticky_definition,
 )
+from hypothesis import example, given
+from hypothesis import strategies as st
 from strategies import embed_hmm, hmms
+from wrappers import ConditionalsOnly
+
 from theory.divergence import forward_kl, generation_kl, total_variation
-from toymodels.predictors import PytreeNode, override_off_support, sticky_marker
+from toymodels.predictors import override_off_support, sticky_marker
 from toymodels.processes import HMMProcess
 
 V = 3
@@ -212,7 +214,7 @@ def test_monte_carlo_is_within_k_standard_errors_of_exact(p_arrays, q_arrays, fu
     probs_q, probs_p = hmm_probs(*q_arrays, V, LENGTH), hmm_probs(*full_p, V, LENGTH)
     sigma = weighted_sigma(probs_q, totals, exact)
     # (q without `sample`, so that its generations come from toymodels.sampling; two chunks of 2000)
-    estimate = generation_kl(p, PredictorOnly(q), LENGTH, "monte_carlo", key=key_g, num_samples=NUM_SAMPLES, chunk_size=2000)
+    estimate = generation_kl(p, ConditionalsOnly(q), LENGTH, "monte_carlo", key=key_g, num_samples=NUM_SAMPLES, chunk_size=2000)
     assert_within_k_sigma(estimate, exact, sigma)
     exact = total_variation(p, q, LENGTH).value
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -269,24 +271,6 @@ def test_large_enumeration_matches_bernoulli_closed_forms():
 # --------------------------------------------------------------------------------------------------
 
 
-class PredictorOnly(PytreeNode):
-    """A predictor without `sample`: it cannot be the data side."""
-
-    _data_fields = ("base",)
-
-    def __init__(self, base):
-        self.base = base
-
-    @property
-    def vocab_size(self):
-        return self.base.vocab_size
-
-    max_length = None
-
-    def log_conditionals(self, tokens):
-        return self.base.log_conditionals(tokens)
-
-
 _P = process(iid([0.2, 0.3, 0.5]))
 _P2 = HMMProcess(*embed_hmm(*iid([0.4, 0.6]), vocab_size=2))
 _KEY = jax.random.PRNGKey(0)
@@ -305,7 +289,7 @@ _KEY = jax.random.PRNGKey(0)
         ((_P, _P, 2, "monte_carlo"), dict(key=_KEY, num_samples=1), "num_samples"),
         ((_P, _P, LENGTH), dict(max_sequences=26), "max_sequences"),
         ((_P, _P, 2), dict(chunk_size=0), "chunk_size"),
-        ((PredictorOnly(_P), _P, 2), {}, "Process"),
+        ((ConditionalsOnly(_P), _P, 2), {}, "Process"),
         ((_P, object(), 2), {}, "q"),
     ],
 )

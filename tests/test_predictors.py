@@ -14,9 +14,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import example, given
-from hypothesis import strategies as st
-
 from brute_force import all_sequences, hmm_sequence_probs, sequence_probs_from_conditionals
 from brute_force_pq import (
     conditionals_table,
@@ -25,7 +22,11 @@ from brute_force_pq import (
     sticky_definition,
     tempered_log_definition,
 )
+from hypothesis import example, given
+from hypothesis import strategies as st
 from strategies import embed_hmm, hmms
+from wrappers import ConditionalsOnly
+
 from toymodels.predictors import (
     PytreeNode,
     _sequence_log_prob,
@@ -90,24 +91,6 @@ def log_of(probs):
 # --------------------------------------------------------------------------------------------------
 # Small predictors of our own
 # --------------------------------------------------------------------------------------------------
-
-
-class ConditionalsOnly(PytreeNode):
-    """A Predictor with log_conditionals only (no init_state/step)."""
-
-    _data_fields = ("base",)
-
-    def __init__(self, base):
-        self.base = base
-
-    @property
-    def vocab_size(self):
-        return self.base.vocab_size
-
-    max_length = None
-
-    def log_conditionals(self, tokens):
-        return self.base.log_conditionals(tokens)
 
 
 class PoisonedByUnknownIds(PytreeNode):

@@ -15,14 +15,15 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
+from brute_force import all_sequences, hmm_sequence_probs, sequence_probs_from_conditionals
+from brute_force_pq import hmm_conditional, tempered_definition
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from scipy.stats import binomtest
-
-from brute_force import all_sequences, hmm_sequence_probs, sequence_probs_from_conditionals
-from brute_force_pq import hmm_conditional, tempered_definition
 from strategies import embed_hmm, hmms, random_hmm
-from toymodels.predictors import PytreeNode, with_temperature
+from wrappers import ConditionalsOnly
+
+from toymodels.predictors import with_temperature
 from toymodels.processes import HMMProcess
 from toymodels.sampling import _generate_incremental, _generate_recompute, generate
 
@@ -38,21 +39,6 @@ def process(arrays) -> HMMProcess:
     return HMMProcess(*embed_hmm(*arrays, vocab_size=V))
 
 
-class NoStep(PytreeNode):
-    """The same predictor without init_state/step: generate must take the recompute path."""
-
-    _data_fields = ("base",)
-
-    def __init__(self, base, max_length=None):
-        self.base = base
-        self.max_length = max_length
-
-    @property
-    def vocab_size(self):
-        return self.base.vocab_size
-
-    def log_conditionals(self, tokens):
-        return self.base.log_conditionals(tokens)
 
 
 def sequence_index(tokens, vocab) -> np.ndarray:
@@ -80,12 +66,12 @@ def test_step_and_recompute_share_keys_and_match_exact_probabilities(q_arrays, s
     q = process(q_arrays)
     key, other = jax.random.split(jax.random.PRNGKey(seed))
     stepped = np.asarray(generate(q, key, NUM_SAMPLES, LENGTH))
-    recomputed = np.asarray(generate(NoStep(q), key, NUM_SAMPLES, LENGTH))
+    recomputed = np.asarray(generate(ConditionalsOnly(q), key, NUM_SAMPLES, LENGTH))
     assert stepped.shape == (NUM_SAMPLES, LENGTH)
     np.testing.assert_array_equal(stepped, recomputed)
     probs = hmm_sequence_probs(*q_arrays, all_sequences(V, LENGTH))
     assert_frequencies_match(stepped, probs, V)
-    assert_frequencies_match(generate(NoStep(q), other, NUM_SAMPLES, LENGTH), probs, V)
+    assert_frequencies_match(generate(ConditionalsOnly(q), other, NUM_SAMPLES, LENGTH), probs, V)
 
 
 @given(q_arrays=hmms(), tau=taus, seed=seeds)
@@ -109,7 +95,7 @@ def test_temperature_zero_is_greedy(q_arrays, seed):
         assume(probs[-1] - probs[-2] > 1e-9)  # a unique argmax
         path += (int(np.argmax(cond(path))),)
     q = process(q_arrays)
-    for predictor in (q, NoStep(q)):
+    for predictor in (q, ConditionalsOnly(q)):
         for key in (jax.random.PRNGKey(seed), jax.random.PRNGKey(seed + 1)):
             out = np.asarray(generate(predictor, key, 8, LENGTH, temperature=0.0))
             np.testing.assert_array_equal(out, np.broadcast_to(path, out.shape))
@@ -131,7 +117,7 @@ def test_shared_prompt_is_kept_and_conditions_generation(q_arrays, seed, data):
     out = np.asarray(generate(q, key, NUM_SAMPLES, 2, prompt=np.array(prompt)))
     assert out.shape == (NUM_SAMPLES, 4)
     np.testing.assert_array_equal(out[:, :2], np.broadcast_to(prompt, (NUM_SAMPLES, 2)))
-    np.testing.assert_array_equal(out, np.asarray(generate(NoStep(q), key, NUM_SAMPLES, 2, prompt=np.array(prompt))))
+    np.testing.assert_array_equal(out, np.asarray(generate(ConditionalsOnly(q), key, NUM_SAMPLES, 2, prompt=np.array(prompt))))
     joint = hmm_sequence_probs(*q_arrays, np.concatenate([np.broadcast_to(prompt, (V**2, 2)), all_sequences(V, 2)], axis=1))
     assert_frequencies_match(out[:, 2:], joint / joint.sum(), V)
 
@@ -146,7 +132,7 @@ def test_per_row_prompts_are_kept_and_condition_generation(q_arrays, seed, data)
     key = jax.random.PRNGKey(seed)
     out = np.asarray(generate(q, key, NUM_SAMPLES, 2, prompt=prompts))
     np.testing.assert_array_equal(out[:, :2], prompts)
-    np.testing.assert_array_equal(out, np.asarray(generate(NoStep(q), key, NUM_SAMPLES, 2, prompt=prompts)))
+    np.testing.assert_array_equal(out, np.asarray(generate(ConditionalsOnly(q), key, NUM_SAMPLES, 2, prompt=prompts)))
     for rows, prompt in ((slice(0, half), first), (slice(half, None), second)):
         joint = hmm_sequence_probs(*q_arrays, np.concatenate([np.broadcast_to(prompt, (V**2, 2)), all_sequences(V, 2)], axis=1))
         assert_frequencies_match(out[rows, 2:], joint / joint.sum(), V)
@@ -156,7 +142,7 @@ def test_zero_length_returns_the_prompt():
     """length=0 returns the prompt itself (or an empty [B, 0] array without one), on both paths."""
     q = process(random_hmm(np.random.default_rng(0), 3, 2, "dense"))
     prompts = np.array([[0, 1, 2], [2, 2, 0]])
-    for predictor in (q, NoStep(q)):
+    for predictor in (q, ConditionalsOnly(q)):
         np.testing.assert_array_equal(np.asarray(generate(predictor, jax.random.PRNGKey(0), 2, 0, prompt=prompts)), prompts)
         assert np.asarray(generate(predictor, jax.random.PRNGKey(0), 2, 0)).shape == (2, 0)
 
@@ -165,7 +151,7 @@ def test_no_recompilation_for_new_parameters_of_the_same_shapes():
     """A second HMM of the same shapes, another key or another temperature reuse the compiled sampler."""
     rng = np.random.default_rng(1)
     first, second = (process(random_hmm(rng, 3, 3, "dense")) for _ in range(2))
-    for sampler, wrap in ((_generate_incremental, lambda x: x), (_generate_recompute, NoStep)):
+    for sampler, wrap in ((_generate_incremental, lambda x: x), (_generate_recompute, ConditionalsOnly)):
         generate(wrap(first), jax.random.PRNGKey(0), 16, LENGTH, temperature=1.0)
         size = sampler._cache_size()
         generate(wrap(second), jax.random.PRNGKey(1), 16, LENGTH, temperature=0.7)
@@ -205,8 +191,8 @@ def test_generate_arguments_are_validated(kwargs, match):
 def test_generate_refuses_to_exceed_max_length(length, prompt):
     """Prompt plus length beyond the predictor's max_length raises ValueError (both paths)."""
     with pytest.raises(ValueError, match="max_length|at most"):
-        generate(NoStep(_Q, max_length=4), _KEY, 2, length, prompt=prompt)
-    generate(NoStep(_Q, max_length=4), _KEY, 2, 4 - (0 if prompt is None else np.shape(prompt)[-1]), prompt=prompt)
+        generate(ConditionalsOnly(_Q, max_length=4), _KEY, 2, length, prompt=prompt)
+    generate(ConditionalsOnly(_Q, max_length=4), _KEY, 2, 4 - (0 if prompt is None else np.shape(prompt)[-1]), prompt=prompt)
 
 
 def test_generate_rejects_a_non_predictor():

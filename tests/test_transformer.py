@@ -15,13 +15,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from wrappers import ConditionalsOnly
 
-from toymodels.predictors import PytreeNode
+from theory.divergence import forward_kl
 from toymodels.processes import mess3
 from toymodels.sampling import generate
 from toymodels.transformer import TransformerConfig, apply, graphdef_for, init_params, param_shapes
 from toymodels.transformer_predictor import TransformerPredictor
-from theory.divergence import forward_kl
 
 ATOL = RTOL = 1e-5
 CONTEXT, LENGTH, BATCH = 8, 7, 3
@@ -153,23 +153,11 @@ def test_kv_cache_decoding_matches_full_pass(positions):
 def test_generate_with_cache_equals_recompute():
     """generate via init_state/step gives the same tokens as via log_conditionals (same keys)."""
 
-    class NoStep(PytreeNode):
-        _data_fields = ("base",)
-
-        def __init__(self, base):
-            self.base = base
-
-        vocab_size = property(lambda self: self.base.vocab_size)
-        max_length = property(lambda self: self.base.max_length)
-
-        def log_conditionals(self, tokens):
-            return self.base.log_conditionals(tokens)
-
     cfg = config("rotary")
     q = TransformerPredictor(cfg, setup(cfg, 4)[1])
     key = jax.random.key(5)
     stepped = np.asarray(generate(q, key, 64, CONTEXT))
-    np.testing.assert_array_equal(stepped, np.asarray(generate(NoStep(q), key, 64, CONTEXT)))
+    np.testing.assert_array_equal(stepped, np.asarray(generate(ConditionalsOnly(q), key, 64, CONTEXT)))
     assert stepped.shape == (64, CONTEXT) and stepped.min() >= 0 and stepped.max() < 3
 
 
