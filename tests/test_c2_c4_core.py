@@ -21,22 +21,23 @@ from __future__ import annotations
 import math
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
-from brute_force import all_sequences, kl, total_variation as tv_oracle
+from brute_force import all_sequences, kl
+from brute_force import total_variation as tv_oracle
 from brute_force_pq import (
     chain_rule_terms,
     hmm_conditional,
     hmm_probs,
     off_support_mass,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 from strategies import embed_hmm, hmms
+from wrappers import Constant
+
 from theory.divergence import forward_kl, generation_kl, total_variation
-from toymodels.predictors import PytreeNode, override_off_support, sequence_log_prob, sticky_marker
+from toymodels.predictors import override_off_support, sequence_log_prob, sticky_marker
 from toymodels.processes import HMMProcess
 
 V = 3
@@ -53,27 +54,6 @@ def process(arrays, vocab_size: int = V) -> HMMProcess:
 def iid(probs):
     """Arrays of the one-state HMM emitting i.i.d. tokens with `probs`."""
     return np.asarray(probs, np.float64).reshape(-1, 1, 1), np.ones(1)
-
-
-class Constant(PytreeNode):
-    """A predictor with the same next-token distribution after every prefix, possible or not: the
-    simplest "does anything at all off the support" predictor that stays normalised everywhere (an HMM
-    used as r would not: after a prefix it cannot produce, its conditionals are all -inf)."""
-
-    _data_fields = ("log_probs",)
-
-    def __init__(self, probs):
-        with np.errstate(divide="ignore"):
-            self.log_probs = jnp.asarray(np.log(np.asarray(probs, np.float64)))
-
-    @property
-    def vocab_size(self):
-        return self.log_probs.shape[-1]
-
-    max_length = None
-
-    def log_conditionals(self, tokens):
-        return jnp.broadcast_to(self.log_probs, tokens.shape + self.log_probs.shape)
 
 
 probability_vectors = (

@@ -27,12 +27,17 @@ import numpy as np
 import pytest
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
+from wrappers import Constant
 
 from theory.divergence import forward_kl, generation_kl, total_variation
-from toymodels.predictors import Process, PytreeNode, override_off_support, sequence_log_prob
+from toymodels.predictors import Process, override_off_support, sequence_log_prob
 from toymodels.processes import HMMProcess, TableProcess
 from toymodels.processes.hash_functions import modular_coefficients
-from toymodels.processes.hashing import hash_then_payload, hash_then_payload_hmm, non_inverting_predictor
+from toymodels.processes.hashing import (
+    hash_then_payload,
+    hash_then_payload_hmm,
+    non_inverting_predictor,
+)
 from toymodels.processes.registry import catalog, make_process
 from toymodels.sampling import generate
 
@@ -303,24 +308,6 @@ def test_named_hashes_follow_their_definitions(instance):
 # --------------------------------------------------------------------------------------------------
 # C3's exact facts
 # --------------------------------------------------------------------------------------------------
-
-
-class Constant(PytreeNode):
-    """The same next-token distribution after every prefix: a predictor normalised everywhere."""
-
-    _data_fields = ("log_probs",)
-    max_length = None
-
-    def __init__(self, probs):
-        with np.errstate(divide="ignore"):
-            self.log_probs = jnp.asarray(np.log(np.asarray(probs, np.float64)))
-
-    @property
-    def vocab_size(self):
-        return self.log_probs.shape[-1]
-
-    def log_conditionals(self, tokens):
-        return jnp.broadcast_to(self.log_probs, tokens.shape + self.log_probs.shape)
 
 
 @st.composite

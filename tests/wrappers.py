@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import jax.numpy as jnp
+import numpy as np
+
 from toymodels.predictors import PytreeNode
 
 
@@ -26,3 +29,23 @@ class ConditionalsOnly(PytreeNode):
 
     def log_conditionals(self, tokens):
         return self.base.log_conditionals(tokens)
+
+
+class Constant(PytreeNode):
+    """A predictor with the same next-token distribution after every prefix, possible or not: the
+    simplest "does anything at all off the support" predictor that stays normalised everywhere (an HMM
+    used as r would not: after a prefix it cannot produce, its conditionals are all -inf)."""
+
+    _data_fields = ("log_probs",)
+    max_length = None
+
+    def __init__(self, probs):
+        with np.errstate(divide="ignore"):
+            self.log_probs = jnp.asarray(np.log(np.asarray(probs, np.float64)))
+
+    @property
+    def vocab_size(self):
+        return self.log_probs.shape[-1]
+
+    def log_conditionals(self, tokens):
+        return jnp.broadcast_to(self.log_probs, tokens.shape + self.log_probs.shape)
