@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from toymodels.predictors import align_vocab, check_predictor, prefix_log_probs, token_log_probs
+from toymodels.predictors import align_vocab, check_predictor, prefix_log_probs
 from toymodels.sampling import generate
 
 ENUMERATION, MONTE_CARLO = "enumeration", "monte_carlo"
