@@ -41,7 +41,7 @@ from toymodels.evaluation import EvalConfig, Evaluator
 from toymodels.optimizer import OptimizerConfig, _check_float, make_optimizer, make_schedule
 from toymodels.results import read_json, write_json_atomic
 from toymodels.sharding import batch_sharding, fetch, make_mesh, replicated, slot_sharding, state_shardings
-from toymodels.transformer import TransformerConfig, apply, graphdef_for, init_params
+from toymodels.transformer import TransformerConfig, apply, graphdef_for, init_params, param_shapes
 from toymodels.transformer_predictor import TransformerPredictor
 
 CONFIG_FILE, METRICS_FILE, CHECKPOINT_DIR = "config.json", "metrics.jsonl", "checkpoints"
@@ -182,6 +182,30 @@ def init_states(model_config: TransformerConfig, config: TrainConfig, mesh) -> T
     return jax.tree.map(lambda x: jax.make_array_from_callback(x.shape, sharding, lambda index: x[index]), stacked)
 
 
+def start_from(states: TrainState, params: nnx.State, model_config: TransformerConfig, config: TrainConfig,
+               mesh) -> TrainState:
+    """`states` (from init_states) with every slot's parameters replaced by `params` and its optimizer
+    state initialised for them: where fine-tuning starts. `params` is one model's parameters (shared
+    by every slot) or a stack of S = len(config.slots), as training leaves them; seeds, learning
+    rates and step counts are kept, so each slot's data stream is its seed's as usual."""
+    num_slots = len(config.slots)
+    expected = param_shapes(model_config)
+    same_tree = jax.tree.structure(params) == jax.tree.structure(expected)
+    shapes = [(tuple(np.shape(x)), jnp.dtype(x.dtype)) for x in jax.tree.leaves(params)] if same_tree else []
+    one = [(tuple(x.shape), jnp.dtype(x.dtype)) for x in jax.tree.leaves(expected)]
+    if same_tree and shapes == one:
+        params = jax.tree.map(lambda x: np.broadcast_to(x, (num_slots,) + x.shape), fetch(params))
+    elif not same_tree or shapes != [((num_slots,) + shape, dtype) for shape, dtype in one]:
+        raise ValueError(f"initial_params must match the model config (one model's parameters, or a stack of "
+                         f"{num_slots} for the run's slots) in structure, shapes and dtypes")
+    host = fetch(params)
+    opt_state = jax.vmap(make_optimizer(config.optimizer, config.steps).init)(host)
+    sharding = slot_sharding(mesh)
+    place = partial(jax.tree.map, lambda x: jax.make_array_from_callback(
+        np.shape(x), sharding, lambda index, x=np.asarray(x): x[index]))
+    return states._replace(params=place(host), opt_state=place(jax.device_get(opt_state)))
+
+
 @lru_cache(maxsize=16)
 def _compiled_init(model_config: TransformerConfig, optimizer: OptimizerConfig, steps: int) -> Callable:
     return jax.jit(partial(init_state, model_config, make_optimizer(optimizer, steps)))
@@ -268,14 +292,17 @@ def _plain_metrics(step: int, metrics: dict, schedule, rates: np.ndarray, elapse
 
 
 def train(process, model_config: TransformerConfig, config: TrainConfig, *, out_dir=None, run_info: dict | None = None,
-          callback: Callable[[int, TrainState], None] | None = None, quiet: bool = False) -> TrainResult:
+          callback: Callable[[int, TrainState], None] | None = None, quiet: bool = False,
+          initial_params: nnx.State | None = None) -> TrainResult:
     """Train every slot of `config` on data from `process`; resume from `out_dir` if it holds a run.
 
     With `out_dir`, writes config.json ({**run_info, "model", "train"}), appends metrics.jsonl (one
     JSON record per logged step or evaluation) and saves checkpoints/ every `checkpoint_every` steps
     and after the last step. `callback(step, state)` runs on the host after each step is dispatched
     (an exception from it stops the run as a kill would, after pending checkpoint writes finish).
-    The progress bar shows when stderr is a terminal and not `quiet`.
+    The progress bar shows when stderr is a terminal and not `quiet`. `initial_params` (fine-tuning):
+    start every slot from these parameters instead of fresh ones (see `start_from`); a run that
+    resumes from a checkpoint ignores them, since the checkpoint descends from them.
     """
     if model_config.vocab_size < process.vocab_size:
         raise ValueError(f"the model's vocab_size {model_config.vocab_size} is below the process's {process.vocab_size}")
@@ -300,6 +327,8 @@ def train(process, model_config: TransformerConfig, config: TrainConfig, *, out_
             state = checkpointer.restore(abstract_like(abstract, shardings))
         else:
             state = init_states(model_config, config, mesh)
+            if initial_params is not None:
+                state = start_from(state, initial_params, model_config, config, mesh)
         if out is not None and main:
             history = _truncate_metrics(out / METRICS_FILE, start)
         evaluator = None
