@@ -29,13 +29,14 @@ endif
 
 TEX_PACKAGES := texlive-latex-base texlive-latex-recommended texlive-fonts-recommended latexmk
 
-.PHONY: help venv test test-slow test-thorough reproduce bench paper lock clean distclean
+.PHONY: help venv test test-slow test-thorough reproduce claims bench paper lock clean distclean
 
 help:
 	@echo "make test           fast tests (not slow), HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE)"
 	@echo "make test-slow      only tests marked slow (training / long runs)"
 	@echo "make test-thorough  fast tests with HYPOTHESIS_PROFILE=thorough"
 	@echo "make reproduce      scripts/reproduce.py --profile \$$PROFILE (default quick)"
+	@echo "make claims         run tests/claims and write the claims table to paper/tables/claims.{md,tex}"
 	@echo "make bench          run bench/bench_*.py in sorted order"
 	@echo "make paper          build paper/paper.pdf with latexmk"
 	@echo "make lock           regenerate $(LOCK) from a fresh venv"
@@ -60,6 +61,9 @@ test-thorough: $(STAMP)
 
 reproduce: $(STAMP)
 	$(VENV_PY) scripts/reproduce.py --profile $(PROFILE)
+
+claims: $(STAMP)
+	$(VENV_PY) -m theory.claims --profile $(HYPOTHESIS_PROFILE)
 
 bench: $(STAMP)
 	@if [ -z "$(BENCHES)" ]; then echo "no bench/bench_*.py files"; fi

@@ -1,4 +1,5 @@
-"""Run every experiment in scripts/experiments/ (sorted; files starting with _ are helpers), then draw the paper's figures and tables.
+"""Run every experiment in scripts/experiments/ (sorted; files starting with _ are helpers), draw the paper's
+figures and tables, and build the claims table (the claim property tests, run by `python -m theory.claims`).
 
     python scripts/reproduce.py --profile quick --results results
 
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> None:
         run(script.stem, [sys.executable, str(script.relative_to(ROOT)), "--profile", args.profile, "--out", args.results])
     print(f"reproduce: drawing figures and tables ({time.perf_counter() - start:.0f} s elapsed)", flush=True)
     run("paper/draw.py", [sys.executable, "paper/draw.py", "--results", args.results, "--profile", args.profile])
+    print(f"reproduce: claims table ({time.perf_counter() - start:.0f} s elapsed)", flush=True)
+    run("theory.claims", [sys.executable, "-m", "theory.claims"])
     print(f"reproduce: done, {len(experiments)} experiments in {time.perf_counter() - start:.0f} s", flush=True)
 
 
