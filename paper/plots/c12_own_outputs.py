@@ -42,10 +42,13 @@ def draw(record: dict, figures: Path, tables: Path) -> list[Path]:
                 values = np.asarray(row[field], np.float64)
                 stats_ = [_finite_mean_half(values[:, g]) for g in range(values.shape[1])]
                 x = np.asarray(row["generation"]) + (f - 0.5) * 0.08
-                ax.errorbar(x, [s[0] for s in stats_], yerr=[s[1] for s in stats_], color=shade(k, len(settings)),
+                means, halves = np.array([s[0] for s in stats_]), np.array([s[1] for s in stats_])
+                lower = np.minimum(halves, 0.9 * means)  # log axis: clip the lower bar above zero
+                ax.errorbar(x, means, yerr=[lower, halves], color=shade(k, len(settings)),
                             ls=LINESTYLES[f % len(LINESTYLES)], marker=MARKERS[k % len(MARKERS)],
                             mfc="white" if f else shade(k, len(settings)), ms=4, capsize=2)
-            ax.set(yscale="log", xlabel="generation", ylabel="nats (exact, whole sequence)", title=title)
+            ax.set(yscale="log", xlabel="generation", ylabel="nats (exact, whole sequence)", title=title,
+                   xticks=np.asarray(rows[0]["generation"]))
             ax.grid(True, color="0.92", lw=0.5)
         handles = [Line2D([], [], color=shade(k, len(settings)), marker=MARKERS[k % len(MARKERS)], label=s)
                    for k, s in enumerate(settings)]

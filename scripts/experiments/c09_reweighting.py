@@ -87,7 +87,7 @@ def measure_finetuning(grid: Grid, args: Args) -> dict:
         result = finetune(target, predictor, dataclasses.replace(config, seeds=(seed,)),
                           references={"target": target, "base": process}, kl_length=grid.kl_length, kl_every=grid.kl_every)
         for name in curves:
-            steps, values = kl_curves(result.records, name)
+            steps, values = kl_curves(result.kl, name)
             curves[name].append(values[:, 0])
         print(f"  fine-tuning seed {seed}: F(target || model) {curves['target'][-1][0]:.4f} -> {curves['target'][-1][-1]:.4f}",
               flush=True)

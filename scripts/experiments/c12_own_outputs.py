@@ -69,10 +69,11 @@ def measure(grid: Grid, args: Args) -> dict:
     process = make_process("markov_chain", transition=np.asarray(TRANSITION))
     rows = []
     for f_index, (fitter_name, fitter) in enumerate(fitters(grid, process.vocab_size).items()):
-        for s_index, (label, alpha, accumulate) in enumerate(SETTINGS):
+        for label, alpha, accumulate in SETTINGS:
             per_seed = []
             for seed in range(grid.num_seeds):
-                result = own_outputs_loop(fitter, process, key(args, f_index, s_index, seed), generations=grid.generations,
+                # The key depends on the fitter and seed only: every setting starts from the same generation 0.
+                result = own_outputs_loop(fitter, process, key(args, f_index, seed), generations=grid.generations,
                                           num_samples=grid.num_samples, length=grid.length, alpha=alpha, accumulate=accumulate)
                 per_seed.append(result.records)
             row = {"fitter": fitter_name, "setting": label, "alpha": alpha, "accumulate": accumulate,
