@@ -1,4 +1,4 @@
-"""C4: what prediction loss does and does not pin down (seed 001).
+"""C4: prediction loss pins down a predictor only on the prefixes the data can produce (seed 001).
 
 Prediction loss constrains a predictor only where the data go. The forward KL F_n and the generation
 KL G_n both split by the chain rule into per-position expected next-token KLs, each taken over the

@@ -1,4 +1,5 @@
-"""C5: errors compound in long rollouts (seed essays 000 and 001).
+"""C5: an imperfect predictor's long rollouts drift from the data until they are told apart with
+certainty (seed essays 000 and 001).
 
 The claim in our words: a predictor that is only slightly wrong at every step, when it generates on its
 own, conditions on its own slightly-off text and drifts; over long generations its output becomes easy

@@ -1,4 +1,5 @@
-"""C6: offscreen-text hallucination (seed 000).
+"""C6: when data processing strips tool outputs, the Bayes predictor hallucinates commentary on outputs
+it never saw (seed 000).
 
 Documents are (command, output, commentary) (`toymodels.processes.offscreen`). The output is genuinely
 empty with probability e, else a content c; data processing strips a real output with probability s,

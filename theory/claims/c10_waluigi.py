@@ -1,4 +1,5 @@
-"""C10: Waluigi collapse (seed essay 002).
+"""C10: a persona that imitates another until it reveals itself collapses the posterior onto it exactly
+as often as its prior allows (seed essay 002).
 
 The claim in our words: a well-behaved persona G and a persona W that behaves exactly like G except
 that at every step it may drop the act (emit a "reveal" token r) with probability rho. A predictor of

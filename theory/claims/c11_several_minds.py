@@ -1,4 +1,5 @@
-"""C11: several minds at once (seed 002).
+"""C11: in a dialog of agents with independent types the posterior over each agent's type is kept
+separately, as a product (seed 002).
 
 In a dialog of two agents whose latent types a and b are independent a priori, and where each token
 depends only on its speaker's type and the shared history (`toymodels.processes.dialog`), the
