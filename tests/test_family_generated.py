@@ -288,6 +288,19 @@ def test_zero_weight_component_never_appears():
     assert np.all(posterior[..., 1] == 0.0) and np.all(posterior[..., 0] == 1.0)
 
 
+def test_sampling_a_mixture_passed_into_jit_matches_eager_sampling():
+    """A mixture is a pytree argument of jitted code (the training engine draws batches that way): its
+    sampler then cannot inspect the weights on the host, and must still draw the same sequences."""
+    rng = np.random.default_rng(3)
+    components = [make_component("hmm", rng)[0], make_component("bigram", rng)[0]]
+    for weights in ([0.3, 0.7], [1.0, 0.0]):
+        process = MixtureProcess(components, weights, names=["hmm0", "bigram1"])
+        key = jax.random.key(5)
+        eager = np.asarray(process.sample(key, SAMPLE_N, SAMPLE_L))
+        traced = np.asarray(jax.jit(lambda p, k: p.sample(k, SAMPLE_N, SAMPLE_L))(process, key))
+        np.testing.assert_array_equal(traced, eager)
+
+
 # --------------------------------------------------------------------------------------------------
 # C7: the generated-text mixture
 # --------------------------------------------------------------------------------------------------

@@ -204,10 +204,13 @@ class MixtureProcess(PytreeNode):
         which = jax.random.categorical(choice_key, self.log_weights, shape=(num_sequences,)).astype(jnp.int32)
         if length == 0:
             return jnp.zeros((num_sequences, 0), jnp.int32), which
-        weights = np.asarray(self.weights)
+        try:
+            weights = np.asarray(self.weights)
+        except jax.errors.TracerArrayConversionError:
+            weights = None  # traced (the mixture is an argument of a jitted function): every component draws
         draws = []
         for k, (component, component_key) in enumerate(zip(self.components, keys)):
-            if weights[k] == 0:  # never selected: skip the work
+            if weights is not None and weights[k] == 0:  # never selected: skip the work
                 draws.append(jnp.zeros((num_sequences, length), jnp.int32))
             elif _is_process(component):
                 draws.append(jnp.asarray(component.sample(component_key, num_sequences, length), jnp.int32))
