@@ -12,11 +12,26 @@ import argparse
 import sys
 from pathlib import Path
 
-from plots import c2_sticky_marker
+from plots import (
+    c01_posterior_mixture,
+    c03_hash_payload,
+    c05_compounding,
+    c06_offscreen,
+    c07_generated_text,
+    c08_myopia,
+    c09_reweighting,
+    c10_waluigi,
+    c11_several_minds,
+    c12_own_outputs,
+    c13_belief_geometry,
+    c2_sticky_marker,
+)
 
 from toymodels.results import read_json
 
-PLOTS = (c2_sticky_marker,)
+# One module per experiment, in claim order.
+PLOTS = (c01_posterior_mixture, c2_sticky_marker, c03_hash_payload, c05_compounding, c06_offscreen, c07_generated_text,
+         c08_myopia, c09_reweighting, c10_waluigi, c11_several_minds, c12_own_outputs, c13_belief_geometry)
 
 
 def find_result(results: Path, name: str, profile: str) -> Path | None:
