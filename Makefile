@@ -65,7 +65,11 @@ reproduce: $(STAMP)
 claims: $(STAMP)
 	$(VENV_PY) -m theory.claims --profile $(HYPOTHESIS_PROFILE)
 
-bench: $(STAMP)
+$(VENV)/.installed-bench: $(STAMP)
+	$(VENV_PY) -m pip install -c $(LOCK) -e '.[dev,bench]'
+	touch $@
+
+bench: $(VENV)/.installed-bench
 	@if [ -z "$(BENCHES)" ]; then echo "no bench/bench_*.py files"; fi
 	@set -e; for f in $(BENCHES); do \
 		echo "== $$f"; \
