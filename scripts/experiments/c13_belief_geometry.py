@@ -86,7 +86,7 @@ class Grid:
 
 _BUDGETS = (50_000, 100_000, 200_000, 400_000, 800_000, 1_600_000, 3_200_000)
 PROFILES = {
-    # 2 x 3.2M training tokens: about 7.5 CPU-minutes (12 minutes wall on 2 cores shared with other jobs).
+    # 2 x 3.2M training tokens: 3.6 minutes on 2 CPU cores (8-12 minutes when other jobs share them).
     "quick": Grid(num_seeds=2, token_budgets=_BUDGETS, batch_size=64, learning_rate=1e-3, probe_sequences=2000),
     "full": Grid(num_seeds=8, token_budgets=_BUDGETS + (6_400_000, 12_800_000), batch_size=64, learning_rate=1e-3,
                  probe_sequences=4000),
