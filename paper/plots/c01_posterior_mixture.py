@@ -17,8 +17,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from plots.style import LINESTYLES, MARKERS, RC, save, shade
 from plots.simple_table import pm, write_sections
+from plots.style import LINESTYLES, MARKERS, RC, save, shade
 
 NAME = "c01_posterior_mixture"
 

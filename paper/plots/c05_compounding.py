@@ -13,25 +13,18 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.lines import Line2D
-from scipy import stats
 
 from plots.simple_table import pm, write_table
+from plots.stats import mean_and_half_width
 from plots.style import MARKERS, RC, save, shade
 
 NAME = "c05_compounding"
 
 
-def _mean_half(values) -> tuple[np.ndarray, np.ndarray]:
-    x = np.asarray(values, np.float64)
-    if x.shape[0] < 2:
-        return x.mean(axis=0), np.zeros(x.shape[1:])
-    return x.mean(axis=0), stats.t.ppf(0.975, x.shape[0] - 1) * x.std(axis=0, ddof=1) / np.sqrt(x.shape[0])
-
-
 def _band(ax, n, values, colour, ls, marker) -> None:
     """Mean over seeds as a line; 95% intervals as error bars at a few lengths (bands would hide each other).
     On a log axis the lower bar is clipped at a tenth of the mean."""
-    mean, half = _mean_half(values)
+    mean, half = mean_and_half_width(values)
     ax.plot(n, mean, ls=ls, color=colour, lw=1.2)
     if marker is None:
         return

@@ -12,27 +12,20 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
-from scipy import stats
 
 from plots.simple_table import pm, write_table
+from plots.stats import mean_and_half_width
 from plots.style import MARKERS, RC, save, shade
 
 NAME = "c08_myopia"
 LABELS = {"precaching": "precaching (permutation)", "precaching_control": "Markov control"}
 
 
-def _mean_half(values) -> tuple[np.ndarray, np.ndarray]:
-    x = np.asarray(values, np.float64)
-    if x.shape[0] < 2:
-        return x.mean(axis=0), np.zeros(x.shape[1:])
-    return x.mean(axis=0), stats.t.ppf(0.975, x.shape[0] - 1) * x.std(axis=0, ddof=1) / np.sqrt(x.shape[0])
-
-
 def _panel_positions(ax, record: dict) -> None:
     combos = [(p, m) for p in LABELS for m in ("full", "myopic")]
     for k, (process, mode) in enumerate(combos):
         curves = [r["kl_per_position"] for r in record["rows"] if r["process"] == process and r["mode"] == mode]
-        mean, half = _mean_half(curves)
+        mean, half = mean_and_half_width(curves)
         t = np.arange(len(mean))
         colour = shade(0 if mode == "full" else 2, 3)
         ax.errorbar(t, mean, yerr=half, ls="-" if process == "precaching" else "--",

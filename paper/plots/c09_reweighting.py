@@ -12,26 +12,19 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
-from scipy import stats
 
 from plots.simple_table import pm, write_table
+from plots.stats import mean_and_half_width
 from plots.style import LINESTYLES, MARKERS, RC, save, shade
 
 NAME = "c09_reweighting"
-
-
-def _mean_half(values) -> tuple[np.ndarray, np.ndarray]:
-    x = np.asarray(values, np.float64)
-    if x.shape[0] < 2:
-        return x.mean(axis=0), np.zeros(x.shape[1:])
-    return x.mean(axis=0), stats.t.ppf(0.975, x.shape[0] - 1) * x.std(axis=0, ddof=1) / np.sqrt(x.shape[0])
 
 
 def _panel_finetuning(ax, ft: dict) -> None:
     steps = np.asarray(ft["steps"])
     for k, (key, label) in enumerate((("kl_to_target", "from the restricted-prior mixture (exact answer)"),
                                       ("kl_to_base", "from the original mixture"))):
-        mean, half = _mean_half(ft[key])
+        mean, half = mean_and_half_width(ft[key])
         ax.errorbar(steps, mean, yerr=half, color=shade(2 * k, 3), ls=LINESTYLES[k], marker=MARKERS[k], ms=4,
                     mfc="white", capsize=2, label=label)
     ax.axhline(ft["bayes_gap"], color="k", lw=0.8, ls=":", label="KL between the two mixtures")
@@ -43,7 +36,7 @@ def _panel_finetuning(ax, ft: dict) -> None:
 def _panel_rl(ax, rl: dict) -> None:
     steps = np.asarray(rl["steps"])
     for k, row in enumerate(rl["betas"]):
-        mean, half = _mean_half(row["kl_to_optimum"])
+        mean, half = mean_and_half_width(row["kl_to_optimum"])
         ax.errorbar(steps, np.maximum(mean, 1e-7), yerr=half, color=shade(k, len(rl["betas"])),
                     ls=LINESTYLES[k % len(LINESTYLES)], marker=MARKERS[k % len(MARKERS)], ms=4, mfc="white", capsize=2,
                     label=rf"$\beta$ = {row['beta']:g}")

@@ -15,20 +15,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.lines import Line2D
 
-from plots.style import LINESTYLES, MARKERS, RC, save, shade
 from plots.simple_table import pm, write_table
+from plots.stats import mean_and_half_width
+from plots.style import LINESTYLES, MARKERS, RC, save, shade
 
 NAME = "c10_waluigi"
-
-
-def _interval(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from scipy import stats
-
-    values = np.asarray(values, np.float64)
-    mean = values.mean(axis=0)
-    if values.shape[0] < 2:
-        return mean, np.zeros_like(mean)
-    return mean, stats.t.ppf(0.975, values.shape[0] - 1) * values.std(axis=0, ddof=1) / np.sqrt(values.shape[0])
 
 
 def _panel(ax, record: dict, model_key: str, bayes_key: str, closed_key: str, ylabel: str, title: str) -> None:
@@ -38,7 +29,7 @@ def _panel(ax, record: dict, model_key: str, bayes_key: str, closed_key: str, yl
     for k, row in enumerate(rows):
         colour, n = shade(k, len(rows)), np.asarray(row["n"])
         ax.plot(n, row[bayes_key], LINESTYLES[k % len(LINESTYLES)], color=colour, lw=1.2)
-        mean, half = _interval(row[model_key])
+        mean, half = mean_and_half_width(row[model_key])
         every = max(1, len(n) // 10)
         ax.errorbar(n[::every], mean[::every], yerr=half[::every], fmt=MARKERS[k % len(MARKERS)], color=colour, ms=4,
                     capsize=2, mfc="white")

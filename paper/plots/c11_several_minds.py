@@ -18,8 +18,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from plots.style import LINESTYLES, MARKERS, RC, save, shade
 from plots.simple_table import pm, write_sections
+from plots.style import LINESTYLES, MARKERS, RC, save, shade
 
 NAME = "c11_several_minds"
 TARGETS = {"type_a": "A's type", "type_b": "B's type", "types": "the pair (a, b)"}
