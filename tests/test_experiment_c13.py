@@ -9,25 +9,16 @@ the held-out control R^2 stays near 0 while the final layer already decodes the 
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from toymodels import results
+from script_loader import load_script as _load_script
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _load_script(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def mess3_entropy_per_token(x: float, alpha: float, length: int) -> float:

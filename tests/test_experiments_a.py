@@ -13,10 +13,8 @@ parts of their records checked against oracles written here:
 from __future__ import annotations
 
 import functools
-import importlib.util
 import itertools
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,20 +23,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from toymodels import results
+from script_loader import load_script as _load
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = ROOT / "scripts" / "experiments"
-
-
-def _load(path: Path, name: str):
-    """Import a script by path (scripts are not packages); registered first, as dataclasses need."""
-    if str(EXPERIMENTS) not in sys.path:
-        sys.path.insert(0, str(EXPERIMENTS))  # the scripts import their shared helpers as `_common`
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @functools.cache

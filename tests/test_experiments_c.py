@@ -9,7 +9,6 @@ reduced grids under the `slow` marker; their exact reference curves are checked 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import math
 import sys
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from script_loader import load_script
 
 from toymodels.results import read_json
 from toymodels.runs import ModelSize
@@ -27,16 +28,8 @@ TINY = ModelSize(num_layers=1, d_model=8, num_heads=2, mlp_width=16)
 
 
 def _load(path: Path, name: str):
-    """Import a script by path (scripts are not packages), registered first as dataclasses need."""
-    if str(EXPERIMENTS) not in sys.path:
-        sys.path.insert(0, str(EXPERIMENTS))  # the scripts import their shared helpers as `_common`
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    """The script at `path` as module `name`, executed once per test session."""
+    return sys.modules[name] if name in sys.modules else load_script(path, name)
 
 
 def _experiment(stem: str):

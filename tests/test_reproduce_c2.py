@@ -3,28 +3,18 @@ atomic result-file writer."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from toymodels import results
+from script_loader import load_script as _load_script
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _load_script(path: Path, name: str):
-    """Import a script by path (scripts are not packages); registered first, as dataclasses need."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_c2_experiment_and_drawing(tmp_path, monkeypatch):
