@@ -36,25 +36,11 @@ import dataclasses
 
 import numpy as np
 
+from theory.claims.enumeration import all_sequences
 from theory.divergence import forward_kl
 from toymodels.predictors import check_tokens, sequence_log_prob
 from toymodels.processes.authors import map_author_predictor, single_author_predictor
 from toymodels.processes.hmm import HMMProcess
-
-MAX_SEQUENCES = 200_000  # enumeration budget: V^n sequences held in memory at once
-
-
-def all_sequences(vocab_size: int, length: int) -> np.ndarray:
-    """Every sequence of V^n in lexicographic order (first token most significant), [V^n, n] int32."""
-    if int(length) != length or length < 0:
-        raise ValueError(f"length must be a non-negative int, got {length}")
-    if vocab_size**length > MAX_SEQUENCES:
-        raise ValueError(
-            f"enumerating {vocab_size}^{length} sequences exceeds {MAX_SEQUENCES}; use a shorter length"
-        )
-    grid = np.indices((vocab_size,) * int(length)).reshape(int(length), -1).T
-    return grid.astype(np.int32)
-
 
 def _check_mixture(process, latent: str) -> list[int]:
     """The values of `latent` that have positive prior weight (the authors that can write)."""

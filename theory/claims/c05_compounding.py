@@ -36,7 +36,7 @@ import dataclasses
 
 import numpy as np
 
-from theory.claims.c01_posterior_mixture import all_sequences
+from theory.claims.enumeration import all_sequences
 from theory.divergence import forward_kl, generation_kl, total_variation
 from toymodels.processes.authors import single_author_predictor
 from toymodels.processes.hmm import HMMProcess

@@ -26,7 +26,7 @@ import dataclasses
 import jax
 import numpy as np
 
-from theory.claims.c01_posterior_mixture import all_sequences
+from theory.claims.enumeration import all_sequences
 from toymodels.predictors import check_predictor, sequence_log_prob
 from toymodels.processes.mixture import MixtureProcess
 from toymodels.sampling import generate

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from theory.claims.c01_posterior_mixture import all_sequences
+from theory.claims.enumeration import all_sequences
 from toymodels.processes.authors import single_author_predictor
 from toymodels.processes.hmm import HMMProcess
 

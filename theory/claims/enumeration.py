@@ -19,11 +19,12 @@ CHUNK = 2**16
 
 
 def all_sequences(vocab_size: int, length: int) -> np.ndarray:
-    """Every sequence of V^L in lexicographic order (x_1 most significant), shape [V^L, L], int32."""
+    """Every sequence of V^L in lexicographic order (x_1 most significant), shape [V^L, L], int32 (one empty
+    sequence for L = 0)."""
     if isinstance(vocab_size, bool) or int(vocab_size) != vocab_size or vocab_size < 1:
         raise ValueError(f"vocab_size must be a positive int, got {vocab_size!r}")
-    if isinstance(length, bool) or int(length) != length or length < 1:
-        raise ValueError(f"length must be a positive int, got {length!r}")
+    if isinstance(length, bool) or int(length) != length or length < 0:
+        raise ValueError(f"length must be a non-negative int, got {length!r}")
     if vocab_size**length > MAX_SEQUENCES:
         raise ValueError(
             f"vocab_size**length = {vocab_size}**{length} exceeds {MAX_SEQUENCES} sequences; use a shorter length"
