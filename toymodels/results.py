@@ -18,16 +18,20 @@ import jax
 import numpy as np
 
 
-def run_metadata() -> dict[str, Any]:
-    """Code version (`git describe --always --dirty` of the checkout holding this package, else the
-    package version), library versions, devices, x64 mode, UTC timestamp; no host names or paths."""
+def code_version() -> str:
+    """`git describe --always --dirty` of the checkout holding this package, else the package version."""
     try:
-        code = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=Path(__file__).parent,
+        return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=Path(__file__).parent,
                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        code = importlib.metadata.version("toymodels")
+        return importlib.metadata.version("toymodels")
+
+
+def run_metadata() -> dict[str, Any]:
+    """Code version (`code_version`), library versions, devices, x64 mode, UTC timestamp; no host names
+    or paths."""
     return {
-        "code_version": code,
+        "code_version": code_version(),
         "versions": {name: importlib.metadata.version(name) for name in ("toymodels", "jax", "jaxlib", "flax", "numpy")},
         "device": {"platform": jax.devices()[0].platform, "kind": jax.devices()[0].device_kind, "count": jax.device_count()},
         "x64": bool(jax.config.jax_enable_x64),

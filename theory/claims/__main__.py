@@ -10,12 +10,13 @@ Exit status 0 when no claim has a failed or uncollectable property, else 1.
 from __future__ import annotations
 
 import dataclasses
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import tyro
+
+from toymodels.results import code_version
 
 from theory.claims.table import (
     ERROR,
@@ -44,15 +45,6 @@ class ClaimsConfig:
     def __post_init__(self):
         if self.profile not in PROFILES:
             raise ValueError(f"profile must be one of {PROFILES}, got {self.profile!r}")
-
-
-def code_version() -> str:
-    """`git describe --always --dirty` of this checkout, or "unknown" outside one."""
-    try:
-        return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO_ROOT, capture_output=True,
-                              text=True, timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
