@@ -18,7 +18,6 @@ scripts/train.py, a persona subset or another process, and a TrainConfig.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -30,6 +29,7 @@ from theory.divergence import forward_kl
 from toymodels.processes import make_process
 from toymodels.processes.personas import restrict_prior
 from toymodels.results import read_json, run_metadata, write_json_atomic
+from toymodels.runs import parse_process_kwargs
 from toymodels.sharding import fetch
 from toymodels.training import CONFIG_FILE, TrainConfig, TrainResult, load_predictor, train
 from toymodels.transformer_predictor import TransformerPredictor
@@ -146,12 +146,7 @@ class FinetuneRunConfig:
         _check_int("seed_index", self.seed_index, 0)
         object.__setattr__(self, "subset", tuple(int(i) for i in self.subset))
         if self.process_kwargs:
-            try:
-                parsed = json.loads(self.process_kwargs)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"process_kwargs must be a JSON object, got {self.process_kwargs!r}: {error}") from None
-            if not isinstance(parsed, dict):
-                raise ValueError(f"process_kwargs must be a JSON object, got {self.process_kwargs!r}")
+            parse_process_kwargs(self.process_kwargs)
         _check_int("kl_length", self.kl_length, 0)
         _check_int("kl_every", self.kl_every, 1)
 
@@ -162,7 +157,7 @@ class FinetuneRunConfig:
             raise ValueError(f"{self.base} does not record its process; pass --process and --process-kwargs")
         base_name, base_kwargs = record["process"]["name"], record["process"]["kwargs"]
         name = self.process or base_name
-        kwargs = json.loads(self.process_kwargs) if self.process_kwargs else (base_kwargs if name == base_name else {})
+        kwargs = parse_process_kwargs(self.process_kwargs) if self.process_kwargs else (base_kwargs if name == base_name else {})
         if self.subset:
             kwargs = restricted_kwargs(name, kwargs, self.subset)
         return (name, kwargs), make_process(base_name, **base_kwargs), make_process(name, **kwargs)

@@ -20,7 +20,6 @@ transformers trained on the fixed dataset (`TransformerFitter`, through data.Dat
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from functools import partial
 from pathlib import Path
@@ -36,7 +35,7 @@ from toymodels.data import DatasetProcess
 from toymodels.evaluation import EvalConfig
 from toymodels.processes import make_process, markov_chain
 from toymodels.results import run_metadata, write_json_atomic
-from toymodels.runs import ModelSize
+from toymodels.runs import ModelSize, parse_process_kwargs
 from toymodels.sampling import generate
 from toymodels.training import TrainConfig, train, unstack
 from toymodels.transformer import TransformerConfig
@@ -238,12 +237,7 @@ class OwnOutputsRunConfig:
             raise ValueError("out must name an output directory")
         if self.fitter not in FITTERS:
             raise ValueError(f"fitter must be one of {FITTERS}, got {self.fitter!r}")
-        try:
-            kwargs = json.loads(self.process_kwargs)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"process_kwargs must be a JSON object, got {self.process_kwargs!r}: {error}") from None
-        if not isinstance(kwargs, dict):
-            raise ValueError(f"process_kwargs must be a JSON object, got {self.process_kwargs!r}")
+        parse_process_kwargs(self.process_kwargs)
         for name, minimum in (("generations", 0), ("num_samples", 1), ("length", 1), ("divergence_length", 0),
                               ("seed", 0)):
             _check_int(name, getattr(self, name), minimum)
@@ -263,7 +257,7 @@ class OwnOutputsRunConfig:
 def run(config: OwnOutputsRunConfig) -> dict:
     """Run the loop for every alpha and write OUT/own_outputs.json; return its record."""
     began = time.perf_counter()
-    process = make_process(config.process, **json.loads(config.process_kwargs))
+    process = make_process(config.process, **parse_process_kwargs(config.process_kwargs))
     fitter = config.make_fitter(process.vocab_size)
     loops = []
     for alpha in config.alphas:

@@ -32,6 +32,17 @@ FINAL_FILE = "final.json"
 DIVERGENCE_METHODS = ("enumeration", "monte_carlo")
 
 
+def parse_process_kwargs(text: str) -> dict:
+    """A process family's keyword arguments given on a command line as a JSON object."""
+    try:
+        kwargs = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"process_kwargs must be a JSON object, got {text!r}: {error}") from None
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"process_kwargs must be a JSON object, got {text!r}")
+    return kwargs
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelSize:
     """The transformer's shape; its vocabulary comes from the process, its context from the sequence length."""
@@ -70,12 +81,7 @@ class RunConfig:
     def __post_init__(self):
         if not self.out:
             raise ValueError("out must name an output directory")
-        try:
-            kwargs = json.loads(self.process_kwargs)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"process_kwargs must be a JSON object, got {self.process_kwargs!r}: {error}") from None
-        if not isinstance(kwargs, dict):
-            raise ValueError(f"process_kwargs must be a JSON object, got {self.process_kwargs!r}")
+        parse_process_kwargs(self.process_kwargs)
         if self.divergence_method not in DIVERGENCE_METHODS:
             raise ValueError(f"divergence_method must be one of {DIVERGENCE_METHODS}, got {self.divergence_method!r}")
         for name in ("divergence_length", "divergence_samples", "divergence_seed"):
@@ -88,7 +94,7 @@ class RunConfig:
     @property
     def kwargs(self) -> dict:
         """process_kwargs parsed."""
-        return json.loads(self.process_kwargs)
+        return parse_process_kwargs(self.process_kwargs)
 
     def make_process(self):
         return make_process(self.process, **self.kwargs)
