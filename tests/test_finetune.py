@@ -9,7 +9,6 @@ trained transformer through both scripts and checks it approaches the restricted
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import math
@@ -31,6 +30,7 @@ from toymodels.processes import make_process
 from toymodels.training import TrainConfig, TrainState, train, train_step, unstack
 from toymodels.transformer import TransformerConfig, graphdef_for, init_params
 from toymodels.transformer_predictor import TransformerPredictor
+from script_loader import load_script
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 LENGTH, VOCAB, TURN = 4, 3, 2
@@ -117,10 +117,7 @@ def test_finetune_records_exact_kl_and_reduces_it():
 
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_script", SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPTS / f"{name}.py", f"{name}_script")
 
 
 @pytest.mark.slow

@@ -10,7 +10,6 @@ exact F and G it records are checked against sums written out with NumPy. A tiny
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import math
 from pathlib import Path
@@ -30,6 +29,7 @@ from toymodels.own_outputs import (
     own_outputs_loop,
 )
 from toymodels.processes import markov_chain
+from script_loader import load_script
 
 VOCAB, GENERATIONS = 4, 5
 # Each example runs a whole loop of generations: a quarter of the profile's examples (6 under ci).
@@ -179,9 +179,7 @@ def test_bad_arguments_raise(call, match):
 def test_script_with_the_categorical_fitter(tmp_path):
     """scripts/own_outputs.py end to end with the exact categorical fit: one record per generation and
     alpha, run metadata, and lost support (F = inf) never regained without fresh data."""
-    spec = importlib.util.spec_from_file_location("own_outputs_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(SCRIPT, "own_outputs_script")
     kwargs = '{"transition": [[0.6, 0.3, 0.1], [0.6, 0.3, 0.1], [0.6, 0.3, 0.1]], "initial": [0.6, 0.3, 0.1]}'
     record = module.main(["--out", str(tmp_path), "--fitter", "categorical", "--process-kwargs", kwargs,
                           "--length", "1", "--num-samples", "5", "--generations", "5", "--alphas", "0", "0.4"])

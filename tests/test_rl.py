@@ -8,7 +8,6 @@ automatic differentiation of its enumerated form, against the mean of the surrog
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import math
 from pathlib import Path
@@ -37,6 +36,7 @@ from toymodels.rl import (
 )
 from toymodels.transformer import TransformerConfig, graphdef_for, init_params
 from toymodels.transformer_predictor import TransformerPredictor
+from script_loader import load_script
 
 LENGTH = 3
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
@@ -187,10 +187,7 @@ def test_bad_arguments_raise(call, match):
 
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_script", SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPTS / f"{name}.py", f"{name}_script")
 
 
 @pytest.mark.slow

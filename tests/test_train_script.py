@@ -8,7 +8,6 @@ Carlo estimate of the exact forward KL per token (enumerated here): they agree w
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from toymodels.results import read_json
 from toymodels.runs import RunConfig
 from toymodels.training import load_predictor
 from theory.divergence import forward_kl
+from script_loader import load_script
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "train.py"
 ARGS = [
@@ -36,10 +36,7 @@ ARGS = [
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("train_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "train_script")
 
 
 def test_train_script_end_to_end(tmp_path):
