@@ -1,21 +1,33 @@
 """Transformer training throughput beside PyTorch, measured in the same run, on the CPU.
 
-Workload (default: the C13 Mess3 model): a pre-norm decoder-only transformer with 4 layers, d_model
-64, one head of width 8, MLP width 256, learned positions, vocabulary 3 (+ BOS), sequences of 10
-tokens, batch 64; AdamW (lr 1e-3 constant, betas 0.9/0.999, eps 1e-8, weight decay 0.01 on matrices
+Workloads (`--workload`): "issue" (default), the size the training-engine targets are stated for:
+vocabulary 16 (+ BOS; data from a random 16-symbol HMM), context 64, d_model 64, 2 layers, 4 heads of
+width 16, MLP width 256, batch 64, 16 seeds; "mess3", the C13 model: vocabulary 3, context 10, 4
+layers, one head of width 8, batch 64, 8 seeds. Each is a pre-norm decoder-only transformer with
+learned positions trained with AdamW (lr 1e-3 constant, betas 0.9/0.999, eps 1e-8, weight decay 0.01 on matrices
 only) after global-norm clipping at 1, mean next-token cross-entropy. The PyTorch model below is the
 same architecture op for op (fused QKV, tanh GELU, LayerNorm eps 1e-5, scaled_dot_product_attention
 with a causal mask); it is loaded with our initial parameters, and the run first checks that both
 give the same logits and the same losses over a few AdamW steps on one batch.
 
 Contenders, alternated within each timing round (this VM's load drifts):
-  toymodels engine        training.compiled_step: draws its own batch on device, then one step
-  toymodels train_step    the pure jitted step on a given batch (what PyTorch is given)
+  toymodels engine        training.compiled_step as scripts/train.py runs it: one JAX CPU device per
+                          core (toymodels/host.py), the batch split over them, each step drawing
+                          its own batch on device
+  toymodels train_step    the pure jitted step on a given batch (what PyTorch is given), one device
   PyTorch eager           one model and its torch.optim.AdamW (fused when the build has it) on a given batch,
                           with PyTorch's default threads and with 1 thread (on a small, shared CPU its
                           multi-threaded eager mode can be several times slower); ratios use the faster
-  toymodels engine, N     N seeds trained by one vmapped program (the engine's way to run seeds)
+  toymodels engine, N     N seeds trained by one program (the engine's way to run seeds), split over
+                          the CPU devices
   PyTorch, N sequential   N separate PyTorch models stepped one after another (both thread settings)
+
+Utilisation: model FLOPs per step (3x the forward pass: every matmul of the blocks and the unembedding,
+plus the attention score and value products over all L x L pairs, as both sides compute them) divided
+by the step time, as a fraction of a float32 2048 x 2048 matmul timed in the same run.
+
+On an accelerator (or with --mode scaling) the run instead measures the sweep target there: one program
+of --sweep-seeds seeds (default 64) against one model, tokens/s and FLOP utilisation of each.
 
 PyTorch is a benchmark-only dependency (`pip install -e '.[bench]'`); without it this prints a
 message and exits 0.
@@ -31,8 +43,9 @@ from functools import partial
 import jax
 import numpy as np
 
+from toymodels.host import split_host_cpu
 from toymodels.optimizer import OptimizerConfig, make_optimizer
-from toymodels.processes import mess3
+from toymodels.processes import mess3, random_hmm
 from toymodels.sharding import make_mesh, replicated
 from toymodels.training import TrainConfig, compiled_step, init_state, init_states, train_step
 from toymodels.transformer import TransformerConfig, apply, graphdef_for
@@ -167,44 +180,112 @@ def check_equivalence(torch, config: TransformerConfig, tokens, steps: int = 5) 
     return float(np.abs(logits_ours - logits_theirs).max()), float(np.max(np.abs(ours - theirs) / ours))
 
 
+WORKLOADS = {
+    "issue": dict(process=lambda: random_hmm(16, 8, seed=0), layers=2, d_model=64, heads=4, head_dim=16, mlp=256,
+                  batch=64, length=64, seeds=16),
+    "mess3": dict(process=lambda: mess3(0.05, 0.85), layers=4, d_model=64, heads=1, head_dim=8, mlp=256,
+                  batch=64, length=10, seeds=8),
+}
+
+
+def model_flops_per_step(config: TransformerConfig, batch: int, length: int) -> float:
+    """3x the forward FLOPs of one step: the block and unembedding matmuls, and the attention score and
+    value products over all L x L (query, key) pairs, as both frameworks compute them."""
+    d, hk, m = config.d_model, config.num_heads * config.head_dim, config.mlp_width
+    per_token = config.num_layers * 2 * (d * 3 * hk + hk * d + 2 * d * m) + 2 * d * config.vocab_size
+    attention = config.num_layers * 2 * 2 * hk * length * length
+    return 3.0 * batch * (length * per_token + attention)
+
+
+def matmul_gflops(rounds: int, size: int = 2048) -> float:
+    """Best float32 GFLOP/s of a jitted size x size matmul (the device's practical peak)."""
+    a = jax.numpy.asarray(np.random.default_rng(0).standard_normal((size, size)), jax.numpy.float32)
+    dot = jax.jit(jax.numpy.dot)
+    seconds = best_times({"matmul": lambda: dot(a, a).block_until_ready()}, rounds, pause=0.1)["matmul"]
+    return 2 * size**3 / seconds / 1e9
+
+
+def engine_runner(config: TransformerConfig, process, num_seeds: int, batch: int, length: int, steps: int):
+    """A closure running `steps` engine steps of `num_seeds` seeds on every device, as training.train
+    does by default (state kept across calls)."""
+    train = TrainConfig(steps=10**6, batch_size=batch, sequence_length=length, seeds=tuple(range(num_seeds)),
+                        optimizer=OPTIMIZER)
+    mesh = make_mesh(num_seeds, batch)
+    holder = [init_states(config, train, mesh)]
+    step, on_mesh = compiled_step(config, train, mesh), jax.device_put(jax.tree.map(np.asarray, process), replicated(mesh))
+
+    def run():
+        for _ in range(steps):
+            holder[0], metrics = step(holder[0], on_mesh)
+        jax.block_until_ready(metrics)
+
+    return run
+
+
+def seed_scaling(args, process, config: TransformerConfig) -> None:
+    """The accelerator target: one program of `args.sweep_seeds` seeds against one model, in tokens/s,
+    with the FLOP utilisation of each against a float32 matmul timed on the same device."""
+    many = args.sweep_seeds
+    contenders = {"toymodels engine, 1 model": engine_runner(config, process, 1, args.batch, args.length, args.steps),
+                  f"toymodels engine, {many} seeds": engine_runner(config, process, many, args.batch, args.length,
+                                                                   args.steps)}
+    times = best_times(contenders, args.repeats, pause=0.1)
+    matmul = matmul_gflops(args.repeats * 3, size=args.matmul_size)
+    flops = model_flops_per_step(config, args.batch, args.length)
+    device = jax.devices()[0]
+    print(f"seed scaling on {jax.device_count()} x {device.device_kind} ({device.platform}): {config.num_layers} layers, "
+          f"d_model {config.d_model}, {config.num_heads} heads of width {config.head_dim}; batch {args.batch} x "
+          f"{args.length} tokens per model; model FLOPs per step {flops / 1e9:.3f} G; float32 {args.matmul_size}^2 matmul "
+          f"{matmul:.1f} GFLOP/s")
+    rate = {}
+    for name, seconds in times.items():
+        models = many if name.endswith("seeds") else 1
+        rate[name] = models * args.steps / seconds
+        gflops = rate[name] * flops / 1e9
+        print(f"{name:40s} {rate[name] * args.batch * args.length:12.0f} tokens/s {gflops:9.1f} GFLOP/s "
+              f"{gflops / matmul:6.3f} of matmul")
+    ratio = rate[f"toymodels engine, {many} seeds"] / rate["toymodels engine, 1 model"]
+    print(f"ratio {many} seeds in one program / one model (tokens/s): {ratio:.1f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--d-model", type=int, default=64)
-    parser.add_argument("--heads", type=int, default=1)
-    parser.add_argument("--head-dim", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--length", type=int, default=10)
-    parser.add_argument("--seeds", type=int, default=8, help="N: models for the vmapped-seeds comparison")
+    parser.add_argument("--workload", choices=sorted(WORKLOADS), default="issue")
+    for name in ("layers", "d-model", "heads", "head-dim", "mlp", "batch", "length", "seeds"):
+        parser.add_argument(f"--{name}", type=int, default=None, help="override the workload's value")
     parser.add_argument("--steps", type=int, default=10, help="train steps per timed call")
     parser.add_argument("--repeats", type=int, default=4, help="alternating timing rounds")
+    parser.add_argument("--mode", choices=("auto", "peer", "scaling"), default="auto",
+                        help="peer: against PyTorch on the CPU; scaling: many seeds vs one model (the accelerator "
+                             "target); auto: peer on a CPU, scaling on an accelerator")
+    parser.add_argument("--sweep-seeds", type=int, default=64, help="seeds in one program for --mode scaling")
+    parser.add_argument("--matmul-size", type=int, default=None, help="reference matmul size (default 2048 on a "
+                        "CPU, 8192 on an accelerator)")
     args = parser.parse_args()
+    split_host_cpu()  # as the training scripts do: one JAX CPU device per core
+    for name, value in WORKLOADS[args.workload].items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
+    on_cpu = jax.default_backend() == "cpu"
+    if args.matmul_size is None:
+        args.matmul_size = 2048 if on_cpu else 8192
+    process = args.process()
+    config = TransformerConfig(vocab_size=process.vocab_size, context=args.length, num_layers=args.layers,
+                               d_model=args.d_model, num_heads=args.heads, head_dim=args.head_dim, mlp_width=args.mlp)
+    if args.mode == "scaling" or (args.mode == "auto" and not on_cpu):
+        seed_scaling(args, process, config)
+        return
     try:
         import torch
     except ImportError:
         print("bench_transformer_train: skipped, PyTorch is not installed (pip install -e '.[bench]')")
         return
 
-    process = mess3(0.05, 0.85)
-    config = TransformerConfig(vocab_size=process.vocab_size, context=args.length, num_layers=args.layers,
-                               d_model=args.d_model, num_heads=args.heads, head_dim=args.head_dim)
     tokens = process.sample(jax.random.key(0), args.batch, args.length)
     logit_gap, loss_gap = check_equivalence(torch, config, tokens)
 
     def engine(num_seeds: int):
-        """A closure running `args.steps` engine steps of `num_seeds` vmapped seeds (state kept across calls)."""
-        train = TrainConfig(steps=10**6, batch_size=args.batch, sequence_length=args.length, seeds=tuple(range(num_seeds)),
-                            optimizer=OPTIMIZER, num_devices=1)
-        mesh = make_mesh(num_seeds, args.batch, jax.devices()[:1])
-        holder = [init_states(config, train, mesh)]
-        step, on_mesh = compiled_step(config, train, mesh), jax.device_put(jax.tree.map(np.asarray, process), replicated(mesh))
-
-        def run():
-            for _ in range(args.steps):
-                holder[0], metrics = step(holder[0], on_mesh)
-            jax.block_until_ready(metrics)
-
-        return run
+        return engine_runner(config, process, num_seeds, args.batch, args.length, args.steps)
 
     optimizer = make_optimizer(OPTIMIZER, 10**6)
     pure = jax.jit(partial(train_step, graphdef=graphdef_for(config), optimizer=optimizer), donate_argnums=0)
@@ -237,29 +318,37 @@ def main() -> None:
     one_1, many_1 = "PyTorch eager (1 thread)", f"PyTorch, {seeds} sequential (1 thread)"
     contenders = {"toymodels engine": engine(1), "toymodels train_step": ours_given_batch,
                   one: torch_run(torch_steps[:1], threads), one_1: torch_run(torch_steps[:1], 1),
-                  f"toymodels engine, {seeds} vmapped": engine(seeds),
+                  f"toymodels engine, {seeds} seeds": engine(seeds),
                   many: torch_run(torch_steps, threads), many_1: torch_run(torch_steps, 1)}
     times = best_times(contenders, args.repeats)
+    matmul = matmul_gflops(args.repeats * 3, size=args.matmul_size)
+    flops = model_flops_per_step(config, args.batch, args.length)
     models = {name: (seeds if f"{seeds} " in name else 1) for name in contenders}
     tokens_per_step = args.batch * args.length
 
     params = sum(p.numel() for p in torch_model(torch, config).parameters())
     print(f"transformer training: {args.layers} layers, d_model {args.d_model}, {args.heads} head(s) of width {args.head_dim}, "
           f"MLP {config.mlp_width}, {params} parameters; batch {args.batch} x {args.length} tokens; AdamW; float32 CPU")
-    print(f"JAX {jax.__version__} on {jax.devices()[0].device_kind}; PyTorch {torch.__version__} with {torch.get_num_threads()} threads")
+    print(f"JAX {jax.__version__} on {len(jax.devices())} {jax.devices()[0].device_kind} device(s); "
+          f"PyTorch {torch.__version__} with {torch.get_num_threads()} threads")
     print(f"equivalence: max |logit gap| at init {logit_gap:.1e}; max relative loss gap over 5 AdamW steps {loss_gap:.1e}")
-    print(f"{'contender':40s} {'steps/s per model':>18s} {'model-steps/s':>14s} {'tokens/s':>10s}")
+    print(f"model FLOPs per step {flops / 1e9:.3f} G; float32 2048x2048 matmul {matmul:.1f} GFLOP/s (this run)")
+    print(f"{'contender':40s} {'steps/s per model':>18s} {'model-steps/s':>14s} {'tokens/s':>10s} {'GFLOP/s':>8s} "
+          f"{'of matmul':>9s}")
     rate = {}
     for name, seconds in times.items():
         rate[name] = models[name] * args.steps / seconds
-        print(f"{name:40s} {args.steps / seconds:18.1f} {rate[name]:14.1f} {rate[name] * tokens_per_step:10.0f}")
+        gflops = rate[name] * flops / 1e9
+        print(f"{name:40s} {args.steps / seconds:18.1f} {rate[name]:14.1f} {rate[name] * tokens_per_step:10.0f} "
+              f"{gflops:8.1f} {gflops / matmul:9.2f}")
     torch_one, torch_many = max(rate[one], rate[one_1]), max(rate[many], rate[many_1])  # PyTorch's better setting
     print(f"ratio engine / best PyTorch eager (1 model): {rate['toymodels engine'] / torch_one:.2f}x")
     print(f"ratio train_step / best PyTorch eager (1 model, same batch): {rate['toymodels train_step'] / torch_one:.2f}x")
-    print(f"ratio engine {seeds} vmapped / best PyTorch {seeds} sequential (model-steps/s): "
-          f"{rate[f'toymodels engine, {seeds} vmapped'] / torch_many:.2f}x")
-    print(f"vmapped seeds vs one seed (engine, model-steps/s): "
-          f"{rate[f'toymodels engine, {seeds} vmapped'] / rate['toymodels engine']:.2f}x")
+    print(f"ratio engine {seeds} seeds / best PyTorch {seeds} sequential (model-steps/s): "
+          f"{rate[f'toymodels engine, {seeds} seeds'] / torch_many:.2f}x")
+    print(f"seeds in one program vs one seed (engine, model-steps/s): "
+          f"{rate[f'toymodels engine, {seeds} seeds'] / rate['toymodels engine']:.2f}x")
+    print(f"engine (1 model) fraction of the matmul rate: {rate['toymodels engine'] * flops / 1e9 / matmul:.2f}")
     sys.stdout.flush()
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import tyro
 
 from toymodels.finetune import FinetuneRunConfig, run
+from toymodels.host import split_host_cpu
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -22,4 +23,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    split_host_cpu()  # one JAX device per core (toymodels/host.py); before JAX starts
     main()

@@ -21,6 +21,7 @@ from typing import Annotated
 
 import tyro
 
+from toymodels.host import split_host_cpu
 from toymodels.launch import LaunchConfig, launch
 from toymodels.runs import RunConfig
 from toymodels.sweep import DEFAULT_FN, Sweep, parse_axis, run_sweep
@@ -71,4 +72,5 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
+    split_host_cpu()  # one JAX device per core (toymodels/host.py); before JAX starts
     main()

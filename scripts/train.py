@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import tyro
 
+from toymodels.host import split_host_cpu
 from toymodels.runs import RunConfig, run
 
 
@@ -21,4 +22,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    split_host_cpu()  # one JAX device per core (toymodels/host.py); before JAX starts
     main()

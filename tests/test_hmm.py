@@ -321,6 +321,24 @@ def test_sample_non_unifilar_hmm():
     assert not np.array_equal(x, np.asarray(process.sample(jax.random.key(1), n, length)))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_inverse_cdf_never_draws_a_zero_probability_entry(dtype):
+    """The sampler's inverse-CDF draw at the edges of [0, 1): zeros before, between and after the
+    positive entries, and a float32 row whose running sum rounds away from 1, are never chosen."""
+    from toymodels.processes.hmm import _inverse_cdf, _last_positive
+
+    rows = np.zeros((3, 12), dtype)
+    rows[0, [1, 3]] = 0.3, 0.7
+    rows[1, :10] = 0.1
+    rows[2, 5] = 1.0
+    edges = np.array([0.0, np.finfo(dtype).tiny, 0.3, 0.5, np.nextafter(dtype(1), dtype(0))], dtype)
+    for row in range(3):
+        for u in edges:
+            cumulative = jnp.cumsum(jnp.asarray(rows[row:row + 1]), axis=-1)
+            index = int(_inverse_cdf(cumulative, _last_positive(jnp.asarray(rows[row:row + 1])), jnp.asarray([u]))[0])
+            assert rows[row, index] > 0, (row, u, index)
+
+
 def test_sample_length_zero():
     """sample(key, n, 0) gives an integer array of shape [n, 0]."""
     x = np.asarray(HMMProcess(*non_unifilar_hmm()).sample(jax.random.key(0), 5, 0))

@@ -202,7 +202,8 @@ def test_mesh_spans_all_devices_when_sizes_divide():
 
 
 def test_vmapped_slots_match_single_runs(unsharded):
-    """4 slots (2 seeds x 2 learning rates) in one program = 4 separate one-slot runs."""
+    """4 slots (2 seeds x 2 learning rates) in one program (on one CPU device a loop over slots) = 4
+    separate one-slot runs (stepped unbatched)."""
     for i, (seed, rate) in enumerate(train_config().slots):
         single = fetch(train(process(), MODEL, train_config(seeds=(seed,), learning_rates=(rate,), num_devices=1),
                              quiet=True).state)

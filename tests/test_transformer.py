@@ -20,7 +20,7 @@ from wrappers import ConditionalsOnly
 from theory.divergence import forward_kl
 from toymodels.processes import mess3
 from toymodels.sampling import generate
-from toymodels.transformer import TransformerConfig, apply, graphdef_for, init_params, param_shapes
+from toymodels.transformer import Linear, TransformerConfig, apply, graphdef_for, init_params, param_shapes
 from toymodels.transformer_predictor import TransformerPredictor
 
 ATOL = RTOL = 1e-5
@@ -234,3 +234,19 @@ def test_config_validation(overrides, field):
     """Each invalid field raises a ValueError that names it."""
     with pytest.raises(ValueError, match=field):
         config(**overrides)
+
+
+def test_linear_is_the_plain_affine_map_with_textbook_gradients():
+    """transformer.Linear flattens [B, L, I] inputs to one matmul: its values and autodiff gradients are
+    x W + b, g W^T, sum_bl x^T g and sum_bl g (written out in NumPy)."""
+    rng = np.random.default_rng(0)
+    layer = Linear(5, 3, rngs=nnx.Rngs(0), dtype=jnp.float64, param_dtype=jnp.float64)
+    graphdef, params = nnx.split(layer)
+    kernel, bias = (np.asarray(nnx.to_pure_dict(params)[name]) for name in ("kernel", "bias"))
+    x, g = rng.standard_normal((2, 4, 5)), rng.standard_normal((2, 4, 3))
+    np.testing.assert_allclose(layer(jnp.asarray(x)), np.einsum("bli,io->blo", x, kernel) + bias, rtol=1e-12)
+    grads, dx = jax.grad(lambda p, x: jnp.sum(nnx.merge(graphdef, p)(x) * g), argnums=(0, 1))(params, jnp.asarray(x))
+    grads = nnx.to_pure_dict(grads)
+    np.testing.assert_allclose(dx, np.einsum("blo,io->bli", g, kernel), rtol=1e-12)
+    np.testing.assert_allclose(grads["kernel"], np.einsum("bli,blo->io", x, g), rtol=1e-12)
+    np.testing.assert_allclose(grads["bias"], g.sum(axis=(0, 1)), rtol=1e-12)

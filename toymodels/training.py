@@ -4,7 +4,7 @@ and restarts.
 One run trains S slots at once: the slots are seeds x learning_rates, each with its own parameters,
 optimizer state and (per seed) data stream, stacked on a leading axis and advanced by one jitted,
 donating program: the batch of every slot is drawn on device from the process (data.py), then
-`jax.vmap(train_step)` runs over the slot axis. The slot axis is split over the "seeds" axis of a
+`train_step` runs over the slot axis (vmapped; on CPU a loop, see `_over_slots`). The slot axis is split over the "seeds" axis of a
 device mesh and each slot's batch over its "data" axis (sharding.py), so one CPU, fake CPU devices,
 GPUs or several `jax.distributed` hosts run the same code. The loop records metrics every `log_every`
 steps (read one step late, so the host never stalls the device), shows a tqdm bar, evaluates against
@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import PartitionSpec as P
 from flax import nnx
 from jaxtyping import Array, Int
 from tqdm.auto import tqdm
@@ -40,7 +41,7 @@ from toymodels.data import draw_batch, init_key
 from toymodels.evaluation import EvalConfig, Evaluator
 from toymodels.optimizer import OptimizerConfig, _check_float, make_optimizer, make_schedule
 from toymodels.results import read_json, write_json_atomic
-from toymodels.sharding import batch_sharding, fetch, make_mesh, replicated, slot_sharding, state_shardings
+from toymodels.sharding import DATA, SEEDS, batch_sharding, fetch, make_mesh, replicated, slot_sharding, state_shardings
 from toymodels.transformer import TransformerConfig, apply, graphdef_for, init_params, param_shapes
 from toymodels.transformer_predictor import TransformerPredictor
 
@@ -147,9 +148,14 @@ def loss_fn(params: nnx.State, graphdef: nnx.GraphDef, tokens_BxL: Int[Array, "B
 
 
 def train_step(state: TrainState, tokens_BxL: Int[Array, "B L"], *, graphdef: nnx.GraphDef,
-               optimizer: optax.GradientTransformation) -> tuple[TrainState, dict[str, Array]]:
-    """One AdamW step of one slot on one batch: (new state, {"loss", "grad_norm"} before the step)."""
+               optimizer: optax.GradientTransformation, data_axis: str | None = None) -> tuple[TrainState, dict[str, Array]]:
+    """One AdamW step of one slot on one batch: (new state, {"loss", "grad_norm"} before the step).
+
+    Inside `shard_map`, `data_axis` names the mesh axis the batch is split over: the loss and the
+    gradients are averaged over it (equal shares, so this is the mean over the whole batch)."""
     loss, grads = jax.value_and_grad(loss_fn)(state.params, graphdef, tokens_BxL)
+    if data_axis is not None:
+        loss, grads = jax.lax.pmean((loss, grads), data_axis)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     updates = jax.tree.map(lambda u: (state.learning_rate * u).astype(u.dtype), updates)
     params = optax.apply_updates(state.params, updates)
@@ -215,6 +221,25 @@ def _draw(process, seed_and_step, *, batch_size: int, length: int):
     return draw_batch(process, *seed_and_step, batch_size, length)
 
 
+def _loop_over_slots(step_one: Callable, state: TrainState, tokens_SxBxL):
+    """step_one on every slot in turn: unbatched for one slot, else a `lax.map` loop."""
+    if tokens_SxBxL.shape[0] == 1:
+        one, metrics = step_one(jax.tree.map(lambda x: x[0], state), tokens_SxBxL[0])
+        return jax.tree.map(lambda x: x[None], (one, metrics))
+    return jax.lax.map(lambda args: step_one(*args), (state, tokens_SxBxL))
+
+
+def _over_slots(step_one: Callable, state: TrainState, tokens_SxBxL, mesh):
+    """step_one applied to every slot. Accelerators vmap the slots into one batched program. On CPU,
+    where ops run one after another anyway, batching slots gains nothing (a size-1 vmap even costs
+    about 15%), so each device loops over its own slots unbatched (`shard_map`), averaging the
+    gradients over the devices that share a slot's batch."""
+    if mesh.devices.flat[0].platform != "cpu":
+        return jax.vmap(step_one)(state, tokens_SxBxL)
+    local = partial(_loop_over_slots, partial(step_one, data_axis=DATA))
+    return jax.shard_map(local, mesh=mesh, in_specs=(P(SEEDS), P(SEEDS, DATA)), out_specs=P(SEEDS))(state, tokens_SxBxL)
+
+
 @lru_cache(maxsize=16)
 def _compiled_step(model_config: TransformerConfig, optimizer: OptimizerConfig, steps: int, batch_size: int,
                    length: int, mesh) -> Callable:
@@ -229,7 +254,7 @@ def _compiled_step(model_config: TransformerConfig, optimizer: OptimizerConfig, 
         else:
             tokens_SxBxL = jax.vmap(draw)((state.seed, state.step))
         tokens_SxBxL = jax.lax.with_sharding_constraint(tokens_SxBxL, batch_sharding(mesh))
-        return jax.vmap(step_one)(state, tokens_SxBxL)
+        return _over_slots(step_one, state, tokens_SxBxL, mesh)
 
     # A single sharding is a prefix of the whole state: every leaf's slot axis over "seeds".
     return jax.jit(step, in_shardings=(slot_sharding(mesh), replicated(mesh)),
@@ -239,8 +264,8 @@ def _compiled_step(model_config: TransformerConfig, optimizer: OptimizerConfig, 
 def compiled_step(model_config: TransformerConfig, config: TrainConfig, mesh) -> Callable:
     """The jitted, donating step of the whole stacked state: (state, process) -> (state, metrics [S]).
 
-    It draws each slot's batch of (seed, step) from the process on device, then applies
-    vmap(train_step). Cached: runs with the same model, optimizer, sizes and mesh share one jitted
+    It draws each slot's batch of (seed, step) from the process on device, then applies train_step
+    to every slot (`_over_slots`). Cached: runs with the same model, optimizer, sizes and mesh share one jitted
     function, and processes of one family and size share its compilation (a process is a pytree
     argument, its numbers are leaves)."""
     return _compiled_step(model_config, config.optimizer, config.steps, config.batch_size, config.sequence_length, mesh)

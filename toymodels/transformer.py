@@ -155,6 +155,20 @@ def attend(
 # --------------------------------------------------------------------------------------------------
 
 
+class Linear(nnx.Linear):
+    """nnx.Linear (same parameters, names and initialisation) applied to the inputs flattened to 2-D.
+
+    Why: autodiff's weight gradient of a [B, L, I] x [I, O] product contracts over two axes, which
+    XLA:CPU lowers through transposed copies; on [B*L, I] it is one plain matmul (a training step of
+    the benchmark model ran about 1.3x faster). Values and gradients are the same products."""
+
+    def __call__(self, inputs: Float[Array, "... I"]) -> Float[Array, "... O"]:
+        dtype = self.dtype or jnp.result_type(inputs, self.kernel[...])
+        kernel, bias = self.kernel[...].astype(dtype), self.bias[...].astype(dtype)
+        flat_NxI = inputs.astype(dtype).reshape(-1, inputs.shape[-1])
+        return (flat_NxI @ kernel + bias).reshape(inputs.shape[:-1] + (kernel.shape[-1],))
+
+
 def _dtypes(config: TransformerConfig) -> dict:
     return {"dtype": jnp.dtype(config.dtype), "param_dtype": jnp.dtype(config.param_dtype)}
 
@@ -165,8 +179,8 @@ class Attention(nnx.Module):
     def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
         self.config = config
         width = config.num_heads * config.head_dim
-        self.qkv = nnx.Linear(config.d_model, 3 * width, rngs=rngs, **_dtypes(config))
-        self.out = nnx.Linear(width, config.d_model, rngs=rngs, **_dtypes(config))
+        self.qkv = Linear(config.d_model, 3 * width, rngs=rngs, **_dtypes(config))
+        self.out = Linear(width, config.d_model, rngs=rngs, **_dtypes(config))
 
     def project(self, x_BxTxD, positions_T):
         """Queries, keys and values of inputs at `positions_T` (rotated when positions are rotary)."""
@@ -205,8 +219,8 @@ class Block(nnx.Module):
         self.ln_attn = nnx.LayerNorm(config.d_model, **kwargs)
         self.attn = Attention(config, rngs=rngs)
         self.ln_mlp = nnx.LayerNorm(config.d_model, **kwargs)
-        self.fc_in = nnx.Linear(config.d_model, config.mlp_width, rngs=rngs, **_dtypes(config))
-        self.fc_out = nnx.Linear(config.mlp_width, config.d_model, rngs=rngs, **_dtypes(config))
+        self.fc_in = Linear(config.d_model, config.mlp_width, rngs=rngs, **_dtypes(config))
+        self.fc_out = Linear(config.mlp_width, config.d_model, rngs=rngs, **_dtypes(config))
 
     def mlp(self, h_BxLxD):
         return h_BxLxD + self.fc_out(jax.nn.gelu(self.fc_in(self.ln_mlp(h_BxLxD))))
@@ -236,7 +250,7 @@ class Transformer(nnx.Module):
             self.position_embedding = nnx.Param(table)
         self.blocks = nnx.List([Block(config, rngs=rngs) for _ in range(config.num_layers)])
         self.ln_final = nnx.LayerNorm(config.d_model, epsilon=config.layer_norm_eps, rngs=rngs, **dtypes)
-        self.unembed = nnx.Linear(config.d_model, config.vocab_size, rngs=rngs, **dtypes)
+        self.unembed = Linear(config.d_model, config.vocab_size, rngs=rngs, **dtypes)
 
     def _check_length(self, length: int) -> None:
         if length > self.config.context:

@@ -166,7 +166,7 @@ class HMMProcess(PytreeNode):
     # ---- exact inference ----------------------------------------------------------------------------
     def log_prob(self, tokens: Int[Array, "B L"]) -> Float[Array, " B"]:
         """log P(x_1..x_L); -inf for a sequence the process cannot produce."""
-        return _filter(self.recursion, check_tokens(tokens), want_conditionals=False, want_beliefs=False)[0].sum(axis=-1)
+        return _log_likelihood(self.recursion, check_tokens(tokens))
 
     def log_conditionals(self, tokens: Int[Array, "B L"]) -> Float[Array, "B L V"]:
         """log p(x_t = v | x_<t); -inf for every v after an impossible prefix."""
@@ -282,17 +282,62 @@ def _filter(process: _Recursion, tokens, *, want_conditionals: bool, want_belief
     return log_steps, log_next, beliefs
 
 
+@jax.jit
+def _log_likelihood(process: _Recursion, tokens):
+    """log P(x) [B]: the filter without the bookkeeping that conditionals and beliefs need.
+
+    An impossible token leaves an all-zero belief (its mass 0 is divided by 1, not by 0), so every
+    later mass is 0 and the sum of logs is -inf with no flag carried through the loop; ids >= V
+    are caught outside it."""
+    batch, vocab = tokens.shape[0], process.vocab_size
+    in_vocab = tokens < vocab
+    safe_LxB = jnp.where(in_vocab, tokens, 0).T
+
+    def body(belief, token):
+        if process.structure == EMIT_THEN_MOVE:
+            unnormalised = (belief * process.emissions.T[token]) @ process.moves
+        elif process.structure == MOVE_THEN_EMIT:
+            unnormalised = (belief @ process.moves) * process.emissions.T[token]
+        else:
+            all_tokens = jnp.einsum("bi,vij->bvj", belief, process.transitions)
+            unnormalised = jnp.take_along_axis(all_tokens, token[:, None, None], axis=1)[:, 0]
+        mass = unnormalised.sum(axis=-1)
+        return unnormalised / jnp.where(mass > 0, mass, 1.0)[:, None], mass
+
+    belief0 = jnp.broadcast_to(process.initial, (batch, process.num_states))
+    _, masses_LxB = jax.lax.scan(body, belief0, safe_LxB, unroll=4)
+    return jnp.where(in_vocab.all(axis=1), jnp.log(masses_LxB).sum(axis=0), -jnp.inf)
+
+
+def _inverse_cdf(cumulative_NxK, last_N, u_N):
+    """Index k with cumulative[k-1] <= u * total < cumulative[k] in each row: one uniform per draw.
+
+    A zero-probability entry has cumulative[k] = cumulative[k-1], so no u lands on it; `last_N` (each
+    row's last positive entry) catches u * total rounding up to the row total."""
+    total_N = cumulative_NxK[:, -1]
+    index_N = jnp.sum(cumulative_NxK <= (u_N * total_N)[:, None], axis=-1)
+    return jnp.minimum(index_N, last_N)
+
+
+def _last_positive(probs_NxK):
+    return probs_NxK.shape[-1] - 1 - jnp.argmax(probs_NxK[:, ::-1] > 0, axis=-1)
+
+
 @partial(jax.jit, static_argnames=("num_sequences", "length"))
 def _sample(transitions, initial, key, num_sequences: int, length: int):
     vocab, num_states, _ = transitions.shape
-    # joint[i, v * S + j] = log P(emit v, go to j | i): one categorical draw per token.
-    joint = jnp.log(jnp.transpose(transitions, (1, 0, 2)).reshape(num_states, vocab * num_states))
+    # joint[i, v * S + j] = P(emit v, go to j | i): one draw per token by inverse CDF, so each token
+    # costs one uniform and a compare-and-count over V * S (a Gumbel draw would cost V * S uniforms).
+    joint = jnp.transpose(transitions, (1, 0, 2)).reshape(num_states, vocab * num_states)
+    cumulative, last = jnp.cumsum(joint, axis=-1), _last_positive(joint)
     start_key, step_key = jax.random.split(key)
-    state0 = jax.random.categorical(start_key, jnp.log(initial), shape=(num_sequences,))
+    state0 = _inverse_cdf(jnp.cumsum(initial)[None], _last_positive(initial[None]),
+                          jax.random.uniform(start_key, (num_sequences,), dtype=joint.dtype))
+    uniforms_LxB = jax.random.uniform(step_key, (length, num_sequences), dtype=joint.dtype)
 
-    def body(state, t):
-        draw = jax.random.categorical(jax.random.fold_in(step_key, t), joint[state])
+    def body(state, u_B):
+        draw = _inverse_cdf(cumulative[state], last[state], u_B)
         return draw % num_states, draw // num_states
 
-    _, tokens = jax.lax.scan(body, state0, jnp.arange(length))
+    _, tokens = jax.lax.scan(body, state0, uniforms_LxB)
     return tokens.T.astype(jnp.int32)
