@@ -93,6 +93,13 @@ def test_grid_expansion_ids_stable_and_distinct():
     assert {_cell(r): r.run_id for r in reordered.runs()} == by_cell
     as_strings = Sweep(BASE, {**AXES, "process_kwargs": ['{"x": 0.05}', '{"x": 0.1}']}, fn=FAKE_FN)
     assert {_cell(r): r.run_id for r in as_strings.runs()} == by_cell
+
+    def ids(process_kwargs):
+        return [r.run_id for r in Sweep(dataclasses.replace(BASE, process_kwargs=process_kwargs), {"train.seeds": [0]},
+                                        fn=FAKE_FN).runs()]
+
+    # The base config's JSON text compares as data: key order and spacing do not change ids, values do.
+    assert ids('{"x": 0.05, "alpha": 0.85}') == ids('{"alpha":0.85,  "x":0.05}') != ids('{"x": 0.05, "alpha": 0.8}')
     # A different computation or function gives different ids; repeated cells are one run.
     longer = Sweep(dataclasses.replace(BASE, train=dataclasses.replace(BASE.train, steps=6)), AXES, fn=FAKE_FN)
     assert not {r.run_id for r in longer.runs()} & set(by_cell.values())

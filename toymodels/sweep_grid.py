@@ -109,10 +109,26 @@ def with_slots(config: Any, seeds, learning_rates) -> Any:
 # --------------------------------------------------------------------------------------------------
 
 
+JSON_TEXT_FIELDS = ("process_kwargs",)  # string fields holding a JSON object: compared as data, not as text
+
+
+def _parsed_json_fields(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: json.loads(v) if k in JSON_TEXT_FIELDS and isinstance(v, str) and v.strip() else _parsed_json_fields(v)
+                for k, v in value.items()}
+    return [_parsed_json_fields(v) for v in value] if isinstance(value, list) else value
+
+
 def canonical(config: Any) -> dict:
     """The config as plain JSON data (tuples as lists), without IGNORED_FIELDS."""
     record = {k: v for k, v in dataclasses.asdict(config).items() if k not in IGNORED_FIELDS}
     return json.loads(json.dumps(_plain(record), sort_keys=True))
+
+
+def identity(config: Any) -> dict:
+    """What ids hash: `canonical(config)` with JSON_TEXT_FIELDS parsed, so '{"x": 1, "y": 2}' and
+    '{"y":2,"x":1}' are one computation."""
+    return _parsed_json_fields(canonical(config))
 
 
 def config_hash(config: Any, fn_name: str, kind: str = "run") -> str:
@@ -120,7 +136,7 @@ def config_hash(config: Any, fn_name: str, kind: str = "run") -> str:
     `kind` ("run" or "group"), as sorted-key JSON: independent of dict order, Python's hash seed and
     the process. The config's class is left out: its module name differs between a script run as
     __main__ and the same module imported."""
-    payload = {"kind": kind, "fn": fn_name, "config": canonical(config)}
+    payload = {"kind": kind, "fn": fn_name, "config": identity(config)}
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()[:ID_LENGTH]
 
@@ -195,7 +211,7 @@ def group_runs(runs: list[Run], fn_name: str, max_group_size: int = 0, group: bo
     families: dict[str, dict[tuple[int, float], Run]] = defaultdict(dict)
     for run in runs:
         if group and run.seed is not None:
-            family = json.dumps(_without(canonical(run.config), SLOT_FIELDS), sort_keys=True)
+            family = json.dumps(_without(identity(run.config), SLOT_FIELDS), sort_keys=True)
             families[family][(run.seed, run.learning_rate)] = run
         else:
             groups.append(Group(config_hash(run.config, fn_name, "group"), run.config, (run,)))
