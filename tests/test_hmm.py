@@ -585,6 +585,19 @@ def test_works_under_user_jit_and_is_a_process():
     assert any(leaf.shape == (2, 2, 2) for leaf in leaves)
 
 
+def test_token_array_closed_over_by_a_users_jit_is_checked_eagerly():
+    """A concrete device array captured by a jitted function reaches check_tokens while jit traces:
+    it is still validated (negative ids raise the boundary's ValueError) and scored like eager input."""
+    transitions, initial = non_unifilar_hmm()
+    process = HMMProcess(transitions, initial)
+    tokens = jnp.asarray([[0, 1, 0, 0], [1, 1, 1, 1]])
+    np.testing.assert_allclose(np.asarray(jax.jit(lambda: process.log_prob(tokens))()),
+                               np.log(bf.hmm_sequence_probs(transitions, initial, np.asarray(tokens))), atol=1e-12)
+    negative = jnp.asarray([[0, -1, 0, 0]])
+    with pytest.raises(ValueError, match="negative token ids"):
+        jax.jit(lambda: process.log_prob(negative))()
+
+
 # --------------------------------------------------------------------------------------------------
 # Errors at the boundary
 # --------------------------------------------------------------------------------------------------

@@ -133,8 +133,12 @@ def check_tokens(tokens, name: str = "tokens") -> Int[Array, "B L"]:
             raise ValueError(f"{name} must have shape [batch, length], got shape {tokens.shape}")
         if tokens.size and not jnp.issubdtype(tokens.dtype, jnp.integer):
             raise ValueError(f"{name} must hold integer token ids, got dtype {tokens.dtype}")
-        if tokens.size and int(jnp.min(tokens)) < 0:
-            raise ValueError(f"{name} holds negative token ids (min {int(jnp.min(tokens))}); ids must be >= 0")
+        if tokens.size:
+            # Eagerly, also while a caller's jit is tracing (an array it closes over is concrete).
+            with jax.ensure_compile_time_eval():
+                minimum = int(jnp.min(tokens))
+            if minimum < 0:
+                raise ValueError(f"{name} holds negative token ids (min {minimum}); ids must be >= 0")
         return _as_int32(tokens)
     if is_concrete(tokens):
         array = np.asarray(tokens)
