@@ -254,7 +254,7 @@ def main() -> None:
     for name in ("layers", "d-model", "heads", "head-dim", "mlp", "batch", "length", "seeds"):
         parser.add_argument(f"--{name}", type=int, default=None, help="override the workload's value")
     parser.add_argument("--steps", type=int, default=10, help="train steps per timed call")
-    parser.add_argument("--repeats", type=int, default=4, help="alternating timing rounds")
+    parser.add_argument("--repeats", type=int, default=5, help="alternating timing rounds")
     parser.add_argument("--mode", choices=("auto", "peer", "scaling"), default="auto",
                         help="peer: against PyTorch on the CPU; scaling: many seeds vs one model (the accelerator "
                              "target); auto: peer on a CPU, scaling on an accelerator")

@@ -4,12 +4,13 @@ and restarts.
 One run trains S slots at once: the slots are seeds x learning_rates, each with its own parameters,
 optimizer state and (per seed) data stream, stacked on a leading axis and advanced by one jitted,
 donating program: the batch of every slot is drawn on device from the process (data.py), then
-`train_step` runs over the slot axis (vmapped; on CPU a loop, see `_over_slots`). The slot axis is split over the "seeds" axis of a
-device mesh and each slot's batch over its "data" axis (sharding.py), so one CPU, fake CPU devices,
-GPUs or several `jax.distributed` hosts run the same code. The loop records metrics every `log_every`
-steps (read one step late, so the host never stalls the device), shows a tqdm bar, evaluates against
-the exact Bayes predictor (evaluation.py) and saves orbax checkpoints (checkpoints.py): a rerun with
-the same output directory resumes from the latest one and ends with bit-identical parameters.
+`train_step` runs over the slot axis (vmapped; on CPU a loop per device, see `_over_slots`). The
+slot axis is split over the "seeds" axis of a device mesh and each slot's batch over its "data"
+axis (sharding.py), so one CPU, fake CPU devices, GPUs or several `jax.distributed` hosts run the
+same code. The loop records metrics every `log_every` steps (read one step late, so the host never
+stalls the device), shows a tqdm bar, evaluates against the exact Bayes predictor (evaluation.py)
+and saves orbax checkpoints (checkpoints.py): a rerun with the same output directory resumes from
+the latest one and ends with bit-identical parameters.
 
 Each slot's peak learning rate is part of its state and multiplies the update of a unit-peak AdamW
 (optimizer.py), so a vector of learning rates trains in one program. Everything is float32
@@ -31,8 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import PartitionSpec as P
 from flax import nnx
+from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, Int
 from tqdm.auto import tqdm
 
@@ -265,8 +266,8 @@ def compiled_step(model_config: TransformerConfig, config: TrainConfig, mesh) ->
     """The jitted, donating step of the whole stacked state: (state, process) -> (state, metrics [S]).
 
     It draws each slot's batch of (seed, step) from the process on device, then applies train_step
-    to every slot (`_over_slots`). Cached: runs with the same model, optimizer, sizes and mesh share one jitted
-    function, and processes of one family and size share its compilation (a process is a pytree
+    to every slot (`_over_slots`). Cached: runs with the same model, optimizer, sizes and mesh share
+    one jitted function, and processes of one family and size share its compilation (a process is a pytree
     argument, its numbers are leaves)."""
     return _compiled_step(model_config, config.optimizer, config.steps, config.batch_size, config.sequence_length, mesh)
 
