@@ -108,3 +108,12 @@ def hmms_of_shapes(draw, shapes=CORE_SHAPES, styles=STYLES):
     style = draw(st.sampled_from(styles))
     seed = draw(st.integers(0, 2**32 - 1))
     return random_hmm(np.random.default_rng(seed), vocab_size, num_states, style)
+def non_unifilar_hmm():
+    """Two states; from state 0, token 0 leads to state 0 or to state 1 (the token does not determine
+    the next state), and the token and the move are dependent (a general-structure HMM)."""
+    transitions = np.zeros((2, 2, 2))
+    transitions[0, 0, 0], transitions[0, 0, 1], transitions[1, 0, 0] = 0.3, 0.4, 0.3
+    transitions[1, 1, 0], transitions[0, 1, 1] = 0.5, 0.5
+    return transitions, np.array([0.8, 0.2])
+
+
