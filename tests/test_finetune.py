@@ -135,7 +135,7 @@ def test_finetuned_model_approaches_the_restricted_prior_mixture(tmp_path):
                            "--model.num-heads", "2", "--train.steps", "300", "--train.optimizer.learning-rate", "1e-2",
                            *common, "--quiet"])
     record = _script("finetune").main(["--out", str(out), "--base", str(base_dir), "--subset", "1", "2",
-                                       "--train.steps", "300", "--train.optimizer.learning-rate", "3e-3",
+                                       "--train.steps", "600", "--train.optimizer.learning-rate", "3e-3",
                                        "--train.optimizer.warmup-fraction", "0", *common, "--kl-length", "6",
                                        "--kl-every", "50", "--quiet"])
     steps, kls = kl_curves(record["kl"])
