@@ -1,11 +1,11 @@
-"""Transformer training throughput beside PyTorch, measured in the same run, on the CPU.
+"""Transformer training throughput beside PyTorch on the CPU (and seed scaling on an accelerator).
 
 Workloads (`--workload`): "issue" (default), the size the training-engine targets are stated for:
 vocabulary 16 (+ BOS; data from a random 16-symbol HMM), context 64, d_model 64, 2 layers, 4 heads of
 width 16, MLP width 256, batch 64, 16 seeds; "mess3", the C13 model: vocabulary 3, context 10, 4
 layers, one head of width 8, batch 64, 8 seeds. Each is a pre-norm decoder-only transformer with
-learned positions trained with AdamW (lr 1e-3 constant, betas 0.9/0.999, eps 1e-8, weight decay 0.01 on matrices
-only) after global-norm clipping at 1, mean next-token cross-entropy. The PyTorch model below is the
+learned positions trained with AdamW (lr 1e-3 constant, betas 0.9/0.999, eps 1e-8, weight decay
+0.01 on matrices only) after global-norm clipping at 1, mean next-token cross-entropy. The PyTorch model below is the
 same architecture op for op (fused QKV, tanh GELU, LayerNorm eps 1e-5, scaled_dot_product_attention
 with a causal mask); it is loaded with our initial parameters, and the run first checks that both
 give the same logits and the same losses over a few AdamW steps on one batch.
@@ -24,7 +24,7 @@ Contenders, alternated within each timing round (this VM's load drifts):
 
 Utilisation: model FLOPs per step (3x the forward pass: every matmul of the blocks and the unembedding,
 plus the attention score and value products over all L x L pairs, as both sides compute them) divided
-by the step time, as a fraction of a float32 2048 x 2048 matmul timed in the same run.
+by the step time, as a fraction of a float32 matmul (2048 x 2048 on a CPU) timed in the same run.
 
 On an accelerator (or with --mode scaling) the run instead measures the sweep target there: one program
 of --sweep-seeds seeds (default 64) against one model, tokens/s and FLOP utilisation of each.
@@ -332,7 +332,8 @@ def main() -> None:
     print(f"JAX {jax.__version__} on {len(jax.devices())} {jax.devices()[0].device_kind} device(s); "
           f"PyTorch {torch.__version__} with {torch.get_num_threads()} threads")
     print(f"equivalence: max |logit gap| at init {logit_gap:.1e}; max relative loss gap over 5 AdamW steps {loss_gap:.1e}")
-    print(f"model FLOPs per step {flops / 1e9:.3f} G; float32 2048x2048 matmul {matmul:.1f} GFLOP/s (this run)")
+    print(f"model FLOPs per step {flops / 1e9:.3f} G; float32 {args.matmul_size}^2 matmul {matmul:.1f} GFLOP/s "
+          "(this run)")
     print(f"{'contender':40s} {'steps/s per model':>18s} {'model-steps/s':>14s} {'tokens/s':>10s} {'GFLOP/s':>8s} "
           f"{'of matmul':>9s}")
     rate = {}
