@@ -132,7 +132,7 @@ def identity(config: Any) -> dict:
 
 
 def config_hash(config: Any, fn_name: str, kind: str = "run") -> str:
-    """sha256 (first ID_LENGTH hex digits) of the canonical config, the run function's name and
+    """sha256 (first ID_LENGTH hex digits) of `identity(config)`, the run function's name and
     `kind` ("run" or "group"), as sorted-key JSON: independent of dict order, Python's hash seed and
     the process. The config's class is left out: its module name differs between a script run as
     __main__ and the same module imported."""
