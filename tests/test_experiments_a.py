@@ -146,7 +146,7 @@ def test_c06_experiment_against_the_closed_form_and_drawing(tmp_path, monkeypatc
     c6 = _script("c06_offscreen")
     s, e, contents, commands = 0.6, 0.25, 3, 2
     grid = c6.Grid(strip_probs=(s,), empty_probs=(e,), marked=((s, e),), training=_tiny_training(4), num_seeds=2,
-                   num_generations=300, num_contents=contents, num_commands=commands)
+                   num_generations=300, num_contents=contents, num_commands=commands, finetune_steps=(2,))
     record = _run("c06_offscreen", grid, tmp_path)
     plain, marked = record["rows"]
     formula = (1 - e) * s / ((1 - e) * s + e)
@@ -171,6 +171,12 @@ def test_c06_experiment_against_the_closed_form_and_drawing(tmp_path, monkeypatc
     curve = record["closed_form_curves"]
     s_grid = np.asarray(curve["strip_prob"])
     np.testing.assert_allclose(curve["curves"][0]["rate"], (1 - e) * s_grid / ((1 - e) * s_grid + e), atol=1e-12)
+    (finetune,) = record["finetune"]
+    assert finetune["bayes_unmarked"] == pytest.approx(formula, abs=1e-12)
+    assert [point["steps"] for point in finetune["points"]] == [0, 2]
+    for point in finetune["points"]:
+        assert len(point["per_seed_after_empty"]) == 2 and all(0 <= r <= 1 for r in point["per_seed_after_empty"])
+        assert 0 <= point["rate_after_stripped"]["mean"] <= 1
     _draw(tmp_path, monkeypatch, "c06_offscreen")
 
 

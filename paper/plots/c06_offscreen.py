@@ -5,9 +5,12 @@
     (1-e)s / ((1-e)s + e); marked-stripping models (Bayes rate 0) as hollow points.
 (b) The same rates against the exact Bayes rate (y = x is exact agreement), read off the model's
     conditionals (filled) and counted in its own generations (hollow, plain data only).
+(c) Fine-tuning on marked data: models trained on unmarked data (same vocabulary) fine-tuned on marked
+    data; their rate after EMPTY against fine-tuning steps, from the unmarked Bayes rate (dashed) towards
+    the marked one, 0.
 The table: per grid point, closed form, exact Bayes, model, model generations, commentary entropy after
-a visible output (copying); for marked data also the rate and entropy after STRIPPED (guessing).
-The probe and fine-tuning parts of C6's experiment are not measured (said in the table note).
+a visible output (copying); for marked data also the rate and entropy after STRIPPED (guessing); the
+fine-tuning rates per length. The probe part of C6's experiment is not measured (said in the table note).
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ from plots.simple_table import pm, write_sections
 from plots.style import LINESTYLES, MARKERS, RC, save, shade
 
 NAME = "c06_offscreen"
-NOT_MEASURED = ("Not measured here: the linear probe separating copying from hallucinating states and "
-                "fine-tuning on marked data (parts of CLAIMS.md C6's experiment).")
+NOT_MEASURED = ("Not measured here: the linear probe separating copying from hallucinating states (part of "
+                "CLAIMS.md C6's experiment).")
 
 
 def _empties(record: dict) -> list[float]:
@@ -48,7 +51,7 @@ def _panel_rate(ax, record: dict) -> None:
         ax.errorbar([row["strip_prob"]], [rate["mean"]], yerr=[rate["half_width"]], fmt=style["marker"], color=style["color"],
                     mfc=face, ms=5, capsize=2.5, zorder=3)
     ax.axhline(0, color="0.5", lw=0.8, ls=":", zorder=0)
-    ax.text(0.98, 0.06, "not measured: the copying/hallucinating probe,\nfine-tuning on marked data", transform=ax.transAxes,
+    ax.text(0.98, 0.06, "not measured: the copying/hallucinating probe", transform=ax.transAxes,
             ha="right", va="bottom", fontsize=6.5, color="0.35")
     ax.set(xlim=(0, 1), ylim=(-0.03, 1.03), xlabel="strip probability $s$",
            ylabel="P(commentary describes content | EMPTY shown)", title="(a) hallucination rate vs stripping")
@@ -70,6 +73,24 @@ def _panel_agreement(ax, record: dict) -> None:
     ax.set(xlim=(-0.03, 1.03), ylim=(-0.03, 1.03), xlabel="exact Bayes rate (from the process; hollow points shifted)",
            ylabel="trained model's rate", title="(b) model against exact Bayes")
     ax.set_aspect("equal")
+    ax.grid(True, color="0.9", lw=0.6)
+
+
+def _panel_finetune(ax, record: dict) -> None:
+    for entry in record["finetune"]:
+        style = _style(record, entry["empty_prob"])
+        steps = [p["steps"] for p in entry["points"]]
+        rates = [p["rate_after_empty"] for p in entry["points"]]
+        ax.errorbar(steps, [r["mean"] for r in rates], yerr=[r["half_width"] for r in rates], fmt=style["marker"] + "-",
+                    color=style["color"], mfc="white", ms=5, capsize=2.5, lw=1.0, zorder=3,
+                    label=f"s = {entry['strip_prob']:g}, e = {entry['empty_prob']:g}")
+        ax.axhline(entry["bayes_unmarked"], color=style["color"], lw=0.9, ls="--", zorder=1)
+    ax.axhline(0, color="0.5", lw=0.8, ls=":", zorder=0)
+    ax.set_xscale("symlog", linthresh=10)
+    ax.set(ylim=(-0.03, 1.03), xlabel="fine-tuning steps on marked data",
+           ylabel="P(commentary describes content | EMPTY shown)",
+           title="(c) fine-tuning on marked data\n(dashed: unmarked Bayes rate; marked Bayes rate 0)")
+    ax.legend(loc="upper right", fontsize=7, frameon=False)
     ax.grid(True, color="0.9", lw=0.6)
 
 
@@ -105,15 +126,27 @@ def _tables(record: dict, tables: Path) -> list[Path]:
                           "exact H(c given command)"],
                          [[f"{r['strip_prob']:g}", f"{r['empty_prob']:g}", pm(r["summary"]["rate"]), pm(r["summary"]["stripped_rate"]),
                            pm(r["summary"]["stripped_entropy"]), _f(r["bayes_stripped_entropy"])] for r in marked]))
+    if record.get("finetune"):
+        sections.append(("Fine-tuning on marked data: models trained on unmarked data (in the marked vocabulary), "
+                         "fine-tuned on marked data; rate after EMPTY (unmarked Bayes rate before, exact 0 after) and "
+                         "after STRIPPED (exact 1).",
+                         ["s", "e", "fine-tuning steps", "rate after EMPTY", "rate after STRIPPED", "unmarked Bayes rate"],
+                         [[f"{f['strip_prob']:g}", f"{f['empty_prob']:g}", str(p["steps"]), pm(p["rate_after_empty"]),
+                           pm(p["rate_after_stripped"]), _f(f["bayes_unmarked"])] for f in record["finetune"]
+                          for p in f["points"]]))
     return write_sections(tables, NAME, sections, record)
 
 
 def draw(record: dict, figures: Path, tables: Path) -> list[Path]:
     """C6's figure (pdf, png) and table (md, tex) from one result record."""
     with plt.rc_context(RC):
-        figure, axes = plt.subplots(1, 2, figsize=(9.5, 4.4), constrained_layout=True)
+        finetune = bool(record.get("finetune"))
+        figure, axes = plt.subplots(1, 3 if finetune else 2, figsize=(14.0 if finetune else 9.5, 4.6),
+                                    constrained_layout=True)
         _panel_rate(axes[0], record)
         _panel_agreement(axes[1], record)
+        if finetune:
+            _panel_finetune(axes[2], record)
         _legend(figure, record)
         paths = save(figure, figures, NAME)
     return paths + _tables(record, tables)

@@ -14,7 +14,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import jax
 import numpy as np
@@ -66,17 +66,20 @@ class Trained:
     evaluation: dict  # per-slot arrays of toymodels.evaluation (kl, loss_ratio, ...), as lists
     seeds: tuple[int, ...]
     wall_s: float
+    params: Any = None  # every seed's parameters, stacked (what `train_seeds(initial_params=...)` takes)
 
 
-def train_seeds(process, training: Training, seeds: tuple[int, ...], run_dir: Path, info: dict) -> Trained:
-    """Train one model per seed on `process` (vmapped, one program) in `run_dir` (resumed if present)."""
+def train_seeds(process, training: Training, seeds: tuple[int, ...], run_dir: Path, info: dict,
+                initial_params=None) -> Trained:
+    """Train one model per seed on `process` (one program) in `run_dir` (resumed if present); with
+    `initial_params` (a Trained's params), fine-tune those models instead of fresh ones."""
     began = time.perf_counter()
     model_config = training.size.config(process.vocab_size, training.length)
     result = train(process, model_config, training.train_config(seeds), out_dir=run_dir, run_info=info,
-                   quiet=not sys.stderr.isatty())
+                   quiet=not sys.stderr.isatty(), initial_params=initial_params)
     predictors = [TransformerPredictor(model_config, unstack(result.state.params, i)) for i in range(len(seeds))]
     evaluation = {k: np.asarray(v).tolist() for k, v in (result.evaluation or {}).items()}
-    return Trained(predictors, evaluation, tuple(seeds), time.perf_counter() - began)
+    return Trained(predictors, evaluation, tuple(seeds), time.perf_counter() - began, result.state.params)
 
 
 def seeds_for(root: int, count: int) -> tuple[int, ...]:

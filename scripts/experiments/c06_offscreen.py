@@ -17,8 +17,12 @@ seeds trained together. Per seed, with the exact process as the reference:
 Marked variant (offscreen(..., marked=True): a stripped output shows its own STRIPPED token): the rate
 after EMPTY (exact Bayes 0: an EMPTY output is genuinely empty), and after STRIPPED the model's
 commentary entropy against the exact guessing entropy H(c | command).
-Across seeds: mean and 95% Student-t interval. Not measured here (CLAIMS.md C6 also asks for them): the
-linear probe separating copying from hallucinating states, and fine-tuning on marked data.
+Fine-tuning on marked data (for each marked (s, e)): models trained on unmarked data in the marked
+vocabulary (offscreen(..., reserve_stripped_token=True)) are fine-tuned on marked data for each of
+`finetune_steps`; per length, the rate after EMPTY (the unmarked Bayes rate before, exact 0 for the
+marked process) and after STRIPPED (exact 1).
+Across seeds: mean and 95% Student-t interval. Not measured here (CLAIMS.md C6 also asks for it): a
+linear probe separating copying from hallucinating states.
 
     python scripts/experiments/c06_offscreen.py --profile quick --out results
 """
@@ -52,6 +56,7 @@ class Grid:
     num_generations: int  # sampled documents per seed for the generated rate
     num_contents: int = 3  # K
     num_commands: int = 2  # M
+    finetune_steps: tuple[int, ...] = ()  # fine-tuning lengths on marked data, from unmarked models
 
     def __post_init__(self):
         for s, e in list(itertools.product(self.strip_probs, self.empty_probs)) + list(self.marked):
@@ -61,6 +66,8 @@ class Grid:
             raise ValueError(f"training.length must be >= {LENGTH} (a whole document and its end)")
         if self.num_seeds < 1 or self.num_generations < 2:
             raise ValueError("num_seeds >= 1 and num_generations >= 2 are needed")
+        if any(steps < 1 for steps in self.finetune_steps):
+            raise ValueError(f"finetune_steps must be positive, got {self.finetune_steps}")
 
 
 def _training(steps: int, batch: int, size: ModelSize, lr: float = 1e-2) -> Training:
@@ -70,10 +77,10 @@ def _training(steps: int, batch: int, size: ModelSize, lr: float = 1e-2) -> Trai
 PROFILES = {
     "quick": Grid(strip_probs=(0.2, 0.5, 0.8), empty_probs=(0.1, 0.4), marked=((0.8, 0.1), (0.5, 0.4)),
                   training=_training(150, 256, ModelSize(num_layers=1, d_model=32, num_heads=2)),
-                  num_seeds=3, num_generations=4000),
+                  num_seeds=3, num_generations=4000, finetune_steps=(10, 30, 100)),
     "full": Grid(strip_probs=(0.1, 0.3, 0.5, 0.7, 0.9), empty_probs=(0.05, 0.2, 0.4, 0.6), marked=((0.9, 0.05), (0.5, 0.2), (0.5, 0.6)),
                  training=_training(3000, 512, ModelSize(num_layers=2, d_model=64, num_heads=4), lr=3e-3),
-                 num_seeds=8, num_generations=50000),
+                 num_seeds=8, num_generations=50000, finetune_steps=(30, 100, 300, 1000)),
 }
 
 
@@ -163,6 +170,35 @@ def measure_point(s: float, e: float, marked: bool, grid: Grid, args: Args, inde
     return row
 
 
+def measure_finetune(s: float, e: float, grid: Grid, args: Args) -> dict:
+    """Unmarked-data models fine-tuned on marked data: rates after EMPTY and STRIPPED per length."""
+    common = {"strip_prob": s, "empty_prob": e, "num_contents": grid.num_contents, "num_commands": grid.num_commands}
+    marked = offscreen(marked=True, **common)
+    info = marked.info
+    seeds = seeds_for(args.seed, grid.num_seeds)
+    tag = f"s{s:g}-e{e:g}"
+    base = train_seeds(offscreen(reserve_stripped_token=True, **common), grid.training, seeds,
+                       run_dir(args, NAME, f"reserved-{tag}"),
+                       {"process": {"name": "offscreen", "kwargs": {**common, "reserve_stripped_token": True}}})
+    stages = [(0, base)]
+    for steps in grid.finetune_steps:
+        tuned = train_seeds(marked, dataclasses.replace(grid.training, steps=steps), seeds,
+                            run_dir(args, NAME, f"finetune{steps}-{tag}"),
+                            {"process": {"name": "offscreen", "kwargs": {**common, "marked": True}},
+                             "finetuned_from": f"reserved-{tag}"}, initial_params=base.params)
+        stages.append((steps, tuned))
+    points = []
+    for steps, trained in stages:
+        after_empty = [commentary_stats(marked, p, info["empty_token"])["rate"] for p in trained.predictors]
+        after_stripped = [commentary_stats(marked, p, info["stripped_token"])["rate"] for p in trained.predictors]
+        points.append({"steps": steps, "rate_after_empty": mean_ci(after_empty), "rate_after_stripped": mean_ci(after_stripped),
+                       "per_seed_after_empty": after_empty})
+    last = points[-1]["rate_after_empty"]
+    print(f"  fine-tuned on marked data, s={s:g} e={e:g}: rate after EMPTY {points[0]['rate_after_empty']['mean']:.4f}"
+          f" -> {last['mean']:.4f} +- {last['half_width']:.4f} in {points[-1]['steps']} steps", flush=True)
+    return {"strip_prob": s, "empty_prob": e, "bayes_unmarked": bayes_rate(s, e), "seeds": seeds, "points": points}
+
+
 def closed_form_curves(grid: Grid) -> dict:
     """The closed form on a dense s grid for every e (and every marked e), for the figure."""
     s = np.linspace(0.0, 1.0, 101)
@@ -173,7 +209,8 @@ def closed_form_curves(grid: Grid) -> dict:
 def measure(grid: Grid, args: Args) -> dict:
     points = [(s, e, False) for e in grid.empty_probs for s in grid.strip_probs] + [(s, e, True) for s, e in grid.marked]
     rows = [measure_point(s, e, marked, grid, args, i) for i, (s, e, marked) in enumerate(points)]
-    return {"rows": rows, "closed_form_curves": closed_form_curves(grid)}
+    finetune = [measure_finetune(s, e, grid, args) for s, e in grid.marked] if grid.finetune_steps else []
+    return {"rows": rows, "closed_form_curves": closed_form_curves(grid), "finetune": finetune}
 
 
 def main(args: Args, grid: Grid | None = None):

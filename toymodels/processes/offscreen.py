@@ -80,6 +80,7 @@ def offscreen(
     num_commands: int = 2,
     content_probs=None,
     command_probs=None,
+    reserve_stripped_token: bool = False,
 ) -> HMMProcess:
     """The offscreen-stripping process of C6 (see the module docstring).
 
@@ -91,14 +92,20 @@ def offscreen(
         num_commands: M, the number of commands.
         content_probs: [M, K], p(c | m) given that the output is real (default: `default_content_probs`).
         command_probs: [M], the distribution of the command (default uniform).
+        reserve_stripped_token: unmarked only: keep the STRIPPED id in the vocabulary (never emitted),
+            so that the unmarked and the marked process share one vocabulary and a model of one can be
+            fine-tuned on the other (C6's "fine-tuning on marked data").
 
     Token ids (all in `info`): commands 0..M-1, contents M..M+K-1, commentary "say c" M+K..M+2K-1,
-    "say nothing" M+2K, EMPTY M+2K+1, STRIPPED M+2K+2 (marked only), EOD the last id.
+    "say nothing" M+2K, EMPTY M+2K+1, STRIPPED M+2K+2 (marked or reserved only), EOD the last id.
     """
     s = _probability(strip_prob, "strip_prob")
     e = _probability(empty_prob, "empty_prob")
     if not isinstance(marked, (bool, np.bool_)):
         raise ValueError(f"marked must be a bool, got {marked!r}")
+    if not isinstance(reserve_stripped_token, (bool, np.bool_)):
+        raise ValueError(f"reserve_stripped_token must be a bool, got {reserve_stripped_token!r}")
+    has_stripped = bool(marked or reserve_stripped_token)
     k = _positive_int(num_contents, "num_contents")
     m = _positive_int(num_commands, "num_commands")
     content = (
@@ -113,8 +120,8 @@ def offscreen(
     commentary = tuple(range(m + k, m + 2 * k))
     nothing = m + 2 * k
     empty = nothing + 1
-    stripped = empty + 1 if marked else None
-    eod = empty + (2 if marked else 1)
+    stripped = empty + 1 if has_stripped else None
+    eod = empty + (2 if has_stripped else 1)
     vocab = eod + 1
 
     # z: 0..K-1 (c, kept), K..2K-1 (c, stripped), 2K genuinely empty. P(m, z) for the initial draw.
@@ -154,7 +161,7 @@ def offscreen(
         + [f"out:c{c + 1}" for c in range(k)]
         + [f"say:c{c + 1}" for c in range(k)]
         + ["say:nothing", "EMPTY"]
-        + (["STRIPPED"] if marked else [])
+        + (["STRIPPED"] if has_stripped else [])
         + ["EOD"]
     )
     info = {
@@ -172,7 +179,7 @@ def offscreen(
         "document_length": DOCUMENT_LENGTH,
         "token_labels": tuple(labels),
     }
-    if marked:
+    if has_stripped:
         info["stripped_token"] = stripped
     return HMMProcess(
         t,
