@@ -480,23 +480,17 @@ def test_token_layout(marked):
     ) == (0, 1, 2, 3)
 
 
-def test_reserved_stripped_token_keeps_the_unmarked_distribution():
-    """reserve_stripped_token=True: the marked process's vocabulary (same ids, STRIPPED included), the
-    unmarked process's distribution: every document has the unmarked probability once EOD is relabelled,
-    and a document with STRIPPED is impossible."""
-    plain = offscreen(0.4, 0.2, num_contents=2, num_commands=1)
-    reserved = offscreen(0.4, 0.2, num_contents=2, num_commands=1, reserve_stripped_token=True)
-    marked_info = offscreen(0.4, 0.2, marked=True, num_contents=2, num_commands=1).info
-    info = reserved.info
-    assert reserved.vocab_size == plain.vocab_size + 1 and not info["marked"]
-    assert {k: v for k, v in info.items() if k != "marked"} == {k: v for k, v in marked_info.items() if k != "marked"}
-    docs = np.array(list(itertools.product(range(reserved.vocab_size), repeat=4)))
-    uses_stripped = (docs == info["stripped_token"]).any(axis=1)
-    relabelled = np.where(docs == info["eod_token"], plain.info["eod_token"], docs)
-    got = np.asarray(reserved.log_prob(docs))
-    assert np.all(np.isneginf(got[uses_stripped]))
-    np.testing.assert_allclose(got[~uses_stripped], np.asarray(plain.log_prob(relabelled[~uses_stripped])),
-                               rtol=0, atol=1e-12)
+@settings(max_examples=FEW)
+@given(configs(marked=(False,)))
+def test_reserved_stripped_token_keeps_the_unmarked_distribution(config):
+    """reserve_stripped_token=True: the marked process's token layout (STRIPPED included) with the
+    unmarked story's probabilities and conditionals (the oracle never shows STRIPPED, so every sequence
+    with it is impossible), over every sequence of length 4 with impossible ids."""
+    process, oracle = build({**config, "reserve_stripped_token": True})
+    assert process.info == {**offscreen(**{**config, "marked": True}).info, "marked": False}
+    seqs = all_sequences_with_impossible(process.vocab_size, LENGTH)
+    assert_log_matches(process.log_prob(seqs), oracle.probs(seqs))
+    assert_log_matches(process.log_conditionals(seqs), oracle.conditionals(seqs))
 
 
 def test_registered_example_is_small():
