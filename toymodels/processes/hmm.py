@@ -239,20 +239,22 @@ def _log_next(process: _Recursion, belief, alive):
     return jnp.where(alive[:, None], jnp.log(probs), -jnp.inf)
 
 
+def _joint_next(process: _Recursion, belief, token):
+    """P(token, next state | past) up to the belief's normalisation: [B, S] for in-vocabulary ids,
+    with the step specialised to the process's structure."""
+    if process.structure == EMIT_THEN_MOVE:
+        return (belief * process.emissions.T[token]) @ process.moves
+    if process.structure == MOVE_THEN_EMIT:
+        return (belief @ process.moves) * process.emissions.T[token]
+    all_tokens = jnp.einsum("bi,vij->bvj", belief, process.transitions)
+    return jnp.take_along_axis(all_tokens, token[:, None, None], axis=1)[:, 0]
+
+
 def _update(process: _Recursion, belief, alive, token):
     """One filtering step. Returns (belief, alive, p(token | past)); impossible tokens (zero
     probability, or ids >= V) leave the belief where it was and mark the sequence dead."""
-    vocab = process.vocab_size
-    in_vocab = token < vocab
-    safe = jnp.where(in_vocab, token, 0)
-    if process.structure == EMIT_THEN_MOVE:
-        weighted = belief * process.emissions.T[safe]
-        unnormalised = weighted @ process.moves
-    elif process.structure == MOVE_THEN_EMIT:
-        unnormalised = (belief @ process.moves) * process.emissions.T[safe]
-    else:
-        all_tokens = jnp.einsum("bi,vij->bvj", belief, process.transitions)
-        unnormalised = jnp.take_along_axis(all_tokens, safe[:, None, None], axis=1)[:, 0]
+    in_vocab = token < process.vocab_size
+    unnormalised = _joint_next(process, belief, jnp.where(in_vocab, token, 0))
     mass = jnp.where(in_vocab, unnormalised.sum(axis=-1), 0.0)
     ok = alive & (mass > 0)
     new_belief = jnp.where(ok[:, None], unnormalised / jnp.where(ok, mass, 1.0)[:, None], belief)
@@ -289,18 +291,12 @@ def _log_likelihood(process: _Recursion, tokens):
     An impossible token leaves an all-zero belief (its mass 0 is divided by 1, not by 0), so every
     later mass is 0 and the sum of logs is -inf with no flag carried through the loop; ids >= V
     are caught outside it."""
-    batch, vocab = tokens.shape[0], process.vocab_size
-    in_vocab = tokens < vocab
+    batch = tokens.shape[0]
+    in_vocab = tokens < process.vocab_size
     safe_LxB = jnp.where(in_vocab, tokens, 0).T
 
     def body(belief, token):
-        if process.structure == EMIT_THEN_MOVE:
-            unnormalised = (belief * process.emissions.T[token]) @ process.moves
-        elif process.structure == MOVE_THEN_EMIT:
-            unnormalised = (belief @ process.moves) * process.emissions.T[token]
-        else:
-            all_tokens = jnp.einsum("bi,vij->bvj", belief, process.transitions)
-            unnormalised = jnp.take_along_axis(all_tokens, token[:, None, None], axis=1)[:, 0]
+        unnormalised = _joint_next(process, belief, token)
         mass = unnormalised.sum(axis=-1)
         return unnormalised / jnp.where(mass > 0, mass, 1.0)[:, None], mass
 
