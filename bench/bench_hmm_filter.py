@@ -11,33 +11,15 @@ Targets (issue 2): at least 5x dynamax's filter and 20x hmmlearn's fastest imple
 from __future__ import annotations
 
 import argparse
-import time
 import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from timing import best_time, best_times, matmul_gflops
+
 from toymodels.processes import HMMProcess
-
-
-def best_time(fn, repeats: int) -> float:
-    """Minimum wall time over `repeats` calls after one warm-up call (compilation excluded)."""
-    return best_times({"only": fn}, repeats)["only"]
-
-
-def best_times(contenders: dict, rounds: int) -> dict[str, float]:
-    """Minimum wall time of each contender over `rounds` rounds, alternating contenders within a round
-    so that drifts in machine load hit every contender alike (this VM varies by +-25%)."""
-    for fn in contenders.values():
-        fn()  # compile and warm up
-    best = {name: float("inf") for name in contenders}
-    for _ in range(rounds):
-        for name, fn in contenders.items():
-            start = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
 
 
 def random_standard_hmm(rng, num_states, vocab_size):
@@ -45,13 +27,6 @@ def random_standard_hmm(rng, num_states, vocab_size):
     moves = rng.dirichlet(np.ones(num_states), size=num_states)
     emissions = rng.dirichlet(np.ones(vocab_size), size=num_states)
     return initial, moves, emissions
-
-
-def matmul_gflops(repeats: int) -> float:
-    a = jnp.asarray(np.random.default_rng(0).standard_normal((2048, 2048)), jnp.float32)
-    dot = jax.jit(jnp.dot)
-    seconds = best_time(lambda: dot(a, a).block_until_ready(), repeats)
-    return 2 * 2048**3 / seconds / 1e9
 
 
 def main() -> None:

@@ -37,11 +37,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from functools import partial
 
 import jax
 import numpy as np
+
+from timing import best_times, matmul_gflops
 
 from toymodels.host import split_host_cpu
 from toymodels.optimizer import OptimizerConfig, make_optimizer
@@ -51,26 +52,6 @@ from toymodels.training import TrainConfig, compiled_step, init_state, init_stat
 from toymodels.transformer import TransformerConfig, apply, graphdef_for
 
 OPTIMIZER = OptimizerConfig(learning_rate=1e-3, schedule="constant", warmup_fraction=0.0)
-
-
-def best_times(contenders: dict, rounds: int, warmup: int = 2, pause: float = 0.5) -> dict[str, float]:
-    """Minimum wall time of each contender over `rounds` rounds, alternating contenders within a round
-    so that drifts in machine load hit every contender alike. Each contender first runs `warmup` untimed
-    calls (compilation, PyTorch's first slow iterations), and every call is followed by an untimed
-    `pause`: XLA's and PyTorch's worker threads spin for a while after their work ends, which on a
-    2-core machine would slow whichever framework runs next."""
-    for fn in contenders.values():
-        for _ in range(warmup):
-            fn()
-        time.sleep(pause)
-    best = {name: float("inf") for name in contenders}
-    for _ in range(rounds):
-        for name, fn in contenders.items():
-            start = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - start)
-            time.sleep(pause)
-    return best
 
 
 def torch_model(torch, config: TransformerConfig):
@@ -197,14 +178,6 @@ def model_flops_per_step(config: TransformerConfig, batch: int, length: int) -> 
     return 3.0 * batch * (length * per_token + attention)
 
 
-def matmul_gflops(rounds: int, size: int = 2048) -> float:
-    """Best float32 GFLOP/s of a jitted size x size matmul (the device's practical peak)."""
-    a = jax.numpy.asarray(np.random.default_rng(0).standard_normal((size, size)), jax.numpy.float32)
-    dot = jax.jit(jax.numpy.dot)
-    seconds = best_times({"matmul": lambda: dot(a, a).block_until_ready()}, rounds, pause=0.1)["matmul"]
-    return 2 * size**3 / seconds / 1e9
-
-
 def engine_runner(config: TransformerConfig, process, num_seeds: int, batch: int, length: int, steps: int):
     """A closure running `steps` engine steps of `num_seeds` seeds on every device, as training.train
     does by default (state kept across calls)."""
@@ -320,7 +293,7 @@ def main() -> None:
                   one: torch_run(torch_steps[:1], threads), one_1: torch_run(torch_steps[:1], 1),
                   f"toymodels engine, {seeds} seeds": engine(seeds),
                   many: torch_run(torch_steps, threads), many_1: torch_run(torch_steps, 1)}
-    times = best_times(contenders, args.repeats)
+    times = best_times(contenders, args.repeats, warmup=2, pause=0.5)
     matmul = matmul_gflops(args.repeats * 3, size=args.matmul_size)
     flops = model_flops_per_step(config, args.batch, args.length)
     models = {name: (seeds if f"{seeds} " in name else 1) for name in contenders}
