@@ -1,4 +1,5 @@
-"""Import a script by its path: scripts/ and paper/ are folders of scripts, not packages."""
+"""Import a script by its path (scripts/ and paper/ are folders of scripts, not packages), and run
+paper/draw.py on a test's results."""
 
 from __future__ import annotations
 
@@ -21,3 +22,13 @@ def load_script(path: Path, name: str):
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def draw_and_check(tmp_path: Path, monkeypatch, stem: str) -> None:
+    """paper/draw.py on tmp_path/results into tmp_path/paper; the figure (pdf, png) and table (md, tex)
+    of experiment `stem` must exist and be non-empty."""
+    monkeypatch.syspath_prepend(str(ROOT / "paper"))
+    draw = load_script(ROOT / "paper" / "draw.py", "paper_draw")
+    assert draw.main(["--results", str(tmp_path / "results"), "--paper", str(tmp_path / "paper")]) == 0
+    for name in (f"figures/{stem}.pdf", f"figures/{stem}.png", f"tables/{stem}.md", f"tables/{stem}.tex"):
+        assert (tmp_path / "paper" / name).stat().st_size > 0, name

@@ -10,15 +10,14 @@ the held-out control R^2 stays near 0 while the final layer already decodes the 
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from toymodels import results
+from script_loader import ROOT, draw_and_check
 from script_loader import load_script as _load_script
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def mess3_entropy_per_token(x: float, alpha: float, length: int) -> float:
@@ -78,9 +77,4 @@ def test_c13_experiment_and_drawing(tmp_path, monkeypatch):
     assert set(record["simplex"]["predicted"]) == {"12800", "64000"}
     assert [s["tokens"] for s in record["summary"]] == [12_800, 64_000]
 
-    monkeypatch.syspath_prepend(str(ROOT / "paper"))
-    draw = _load_script(ROOT / "paper" / "draw.py", "paper_draw")
-    assert draw.main(["--results", str(tmp_path / "results"), "--paper", str(tmp_path / "paper")]) == 0
-    for name in ("figures/c13_belief_geometry.pdf", "figures/c13_belief_geometry.png",
-                 "tables/c13_belief_geometry.md", "tables/c13_belief_geometry.tex"):
-        assert (tmp_path / "paper" / name).stat().st_size > 0, name
+    draw_and_check(tmp_path, monkeypatch, "c13_belief_geometry")

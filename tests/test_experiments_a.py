@@ -23,23 +23,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from toymodels import results
+from script_loader import EXPERIMENTS, draw_and_check
 from script_loader import load_script as _load
 
-ROOT = Path(__file__).resolve().parent.parent
-EXPERIMENTS = ROOT / "scripts" / "experiments"
 
 
 @functools.cache
 def _script(stem: str):
     return _load(EXPERIMENTS / f"{stem}.py", f"experiment_{stem}")
-
-
-def _draw(tmp_path: Path, monkeypatch, stem: str) -> None:
-    monkeypatch.syspath_prepend(str(ROOT / "paper"))
-    draw = _load(ROOT / "paper" / "draw.py", "paper_draw_a")
-    assert draw.main(["--results", str(tmp_path / "results"), "--paper", str(tmp_path / "paper")]) == 0
-    for name in (f"figures/{stem}.pdf", f"figures/{stem}.png", f"tables/{stem}.md", f"tables/{stem}.tex"):
-        assert (tmp_path / "paper" / name).stat().st_size > 0, name
 
 
 def _run(stem: str, grid, tmp_path: Path) -> dict:
@@ -133,7 +124,7 @@ def test_c03_experiment_and_drawing(tmp_path, monkeypatch):
         for name in ("tail", "head_llr", "probe"):
             assert 0 <= verification[name]["auc"] <= 1 and 0 <= verification[name]["accuracy"] <= 1
         assert len(verification["probe_layers"]) == 2  # the embedding and one block
-    _draw(tmp_path, monkeypatch, "c03_hash_payload")
+    draw_and_check(tmp_path, monkeypatch, "c03_hash_payload")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -177,7 +168,7 @@ def test_c06_experiment_against_the_closed_form_and_drawing(tmp_path, monkeypatc
     for point in finetune["points"]:
         assert len(point["per_seed_after_empty"]) == 2 and all(0 <= r <= 1 for r in point["per_seed_after_empty"])
         assert 0 <= point["rate_after_stripped"]["mean"] <= 1
-    _draw(tmp_path, monkeypatch, "c06_offscreen")
+    draw_and_check(tmp_path, monkeypatch, "c06_offscreen")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -230,4 +221,4 @@ def test_c07_experiment_against_enumeration_and_drawing(tmp_path, monkeypatch):
         assert np.all(np.abs(np.asarray(row[name]) - exact[name]) < 5 * np.asarray(row[f"{name}_stderr"]) + 1e-9), name
     model = np.asarray(row["model"])
     assert model.shape == (2, length) and np.all((model >= 0) & (model <= 1))
-    _draw(tmp_path, monkeypatch, "c07_generated_text")
+    draw_and_check(tmp_path, monkeypatch, "c07_generated_text")

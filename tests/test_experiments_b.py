@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,23 +19,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from toymodels import results
+from script_loader import EXPERIMENTS, draw_and_check
 from script_loader import load_script as _load
 
-ROOT = Path(__file__).resolve().parent.parent
-EXPERIMENTS = ROOT / "scripts" / "experiments"
 
 
 @functools.cache
 def _c11():
     return _load(EXPERIMENTS / "c11_several_minds.py", "experiment_c11_several_minds")
-
-
-def _draw(tmp_path: Path, monkeypatch, stem: str) -> None:
-    monkeypatch.syspath_prepend(str(ROOT / "paper"))
-    draw = _load(ROOT / "paper" / "draw.py", "paper_draw_b")
-    assert draw.main(["--results", str(tmp_path / "results"), "--paper", str(tmp_path / "paper")]) == 0
-    for name in (f"figures/{stem}.pdf", f"figures/{stem}.png", f"tables/{stem}.md", f"tables/{stem}.tex"):
-        assert (tmp_path / "paper" / name).stat().st_size > 0, name
 
 
 # --------------------------------------------------------------------------------------------------
@@ -171,7 +161,7 @@ def test_c01_experiment_against_enumeration_and_drawing(tmp_path, monkeypatch):
         got, se = np.asarray(mc[name])[1:6], np.asarray(mc[f"{name}_stderr"])[1:6]
         assert np.all(np.abs(got - oracle[1:]) <= 5 * se + 1e-9)
 
-    _draw(tmp_path, monkeypatch, "c01_posterior_mixture")
+    draw_and_check(tmp_path, monkeypatch, "c01_posterior_mixture")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -248,4 +238,4 @@ def test_c11_experiment_and_drawing(tmp_path, monkeypatch):
         assert exact.shape == (length, 2) and np.allclose(exact.sum(-1), 1)
         assert np.asarray(example["decoded"][name]).shape == (length, 2)
 
-    _draw(tmp_path, monkeypatch, "c11_several_minds")
+    draw_and_check(tmp_path, monkeypatch, "c11_several_minds")

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from toymodels import results
+from script_loader import ROOT, draw_and_check
 from script_loader import load_script as _load_script
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_c2_experiment_and_drawing(tmp_path, monkeypatch):
@@ -50,12 +50,7 @@ def test_c2_experiment_and_drawing(tmp_path, monkeypatch):
         assert 0 < r["tv_perfect_stderr"] and abs(r["tv_perfect"] - closed) < 6 * r["tv_perfect_stderr"]
         assert r["tv_imperfect"] > closed - 6 * r["tv_imperfect_stderr"]
 
-    monkeypatch.syspath_prepend(str(ROOT / "paper"))
-    draw = _load_script(ROOT / "paper" / "draw.py", "paper_draw")
-    assert draw.main(["--results", str(tmp_path / "results"), "--paper", str(tmp_path / "paper")]) == 0
-    for name in ("figures/c2_sticky_marker.pdf", "figures/c2_sticky_marker.png",
-                 "tables/c2_sticky_marker.md", "tables/c2_sticky_marker.tex"):
-        assert (tmp_path / "paper" / name).stat().st_size > 0, name
+    draw_and_check(tmp_path, monkeypatch, "c2_sticky_marker")
     assert "0.99996" in (tmp_path / "paper" / "tables" / "c2_sticky_marker.md").read_text()  # P(g in 1000), eps 0.01
 
 
