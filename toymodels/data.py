@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
+from toymodels.precision import einsum
 from toymodels.predictors import PytreeNode, check_tokens, prefix_log_probs
 
 INIT_STREAM = 0  # the key that draws the initial parameters
@@ -121,7 +122,7 @@ def _empirical_log_conditionals(rows_NxL, tokens_BxL, vocab_size: int):
     equal_BxNxL = (tokens_BxL[:, None, :] == rows_NxL[None, :, :]).astype(dtype)
     # Row n shares the prefix x_<t when it equals the query at every position before t.
     before_BxNxL = jnp.cumprod(jnp.concatenate([jnp.ones_like(equal_BxNxL[..., :1]), equal_BxNxL[..., :-1]], -1), -1)
-    counts_BxLxV = jnp.einsum("bnl,nlv->blv", before_BxNxL, jax.nn.one_hot(rows_NxL, vocab_size, dtype=dtype))
+    counts_BxLxV = einsum("bnl,nlv->blv", before_BxNxL, jax.nn.one_hot(rows_NxL, vocab_size, dtype=dtype))
     total_BxLx1 = counts_BxLxV.sum(-1, keepdims=True)
     safe = jnp.where(total_BxLx1 > 0, total_BxLx1, 1)
     return jnp.where(counts_BxLxV > 0, jnp.log(counts_BxLxV) - jnp.log(safe), -jnp.inf)

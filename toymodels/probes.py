@@ -42,6 +42,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from toymodels.precision import matmul
+
 
 class Probe(NamedTuple):
     """A fitted linear probe: yhat = features @ weights + bias."""
@@ -51,7 +53,7 @@ class Probe(NamedTuple):
 
     def predict(self, features_NxD: Float[Array, "N D"]) -> Float[Array, "N K"]:
         """The probe's prediction of the targets from features."""
-        return features_NxD @ self.weights + self.bias
+        return matmul(features_NxD, self.weights) + self.bias
 
 
 class ProbeScore(NamedTuple):
@@ -136,8 +138,8 @@ def _fit(x_NxD: Array, y_NxK: Array, ridge: Array, least_squares: bool) -> Probe
         weights_DxK = jnp.linalg.lstsq(xc_NxD, yc_NxK, rcond=rcond)[0]
     else:
         u, s, vt = jnp.linalg.svd(xc_NxD, full_matrices=False)
-        weights_DxK = vt.T @ ((s / (s**2 + ridge))[:, None] * (u.T @ yc_NxK))
-    return Probe(weights_DxK, y_mean - x_mean @ weights_DxK)
+        weights_DxK = matmul(vt.T, (s / (s**2 + ridge))[:, None] * matmul(u.T, yc_NxK))
+    return Probe(weights_DxK, y_mean - matmul(x_mean, weights_DxK))
 
 
 @jax.jit

@@ -24,7 +24,15 @@ def code_version() -> str:
         return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=Path(__file__).parent,
                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return importlib.metadata.version("toymodels")
+        return _installed_version("toymodels")
+
+
+def _installed_version(name: str) -> str:
+    """The installed distribution's version; "not installed" for a source tree on PYTHONPATH."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def run_metadata() -> dict[str, Any]:
@@ -32,7 +40,7 @@ def run_metadata() -> dict[str, Any]:
     or paths."""
     return {
         "code_version": code_version(),
-        "versions": {name: importlib.metadata.version(name) for name in ("toymodels", "jax", "jaxlib", "flax", "numpy")},
+        "versions": {name: _installed_version(name) for name in ("toymodels", "jax", "jaxlib", "flax", "numpy")},
         "device": {"platform": jax.devices()[0].platform, "kind": jax.devices()[0].device_kind, "count": jax.device_count()},
         "x64": bool(jax.config.jax_enable_x64),
         "utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -34,6 +34,7 @@ from toymodels.processes._validation import (
     device_dtype,
     sum_tolerance,
 )
+from toymodels.precision import einsum, matmul
 from toymodels.processes.hmm import HMMProcess
 from toymodels.processes.registry import register_family
 from toymodels.processes.standard import markov_chain
@@ -420,10 +421,10 @@ class MAPLatentPredictor(PytreeNode):
     max_length = None
 
     def _log_next(self, belief: Float[Array, "... S"], alive) -> Float[Array, "... V"]:
-        posterior = belief @ self.latent_map
+        posterior = matmul(belief, self.latent_map)
         top = jnp.max(posterior, axis=-1, keepdims=True)
         chosen = jnp.argmax(posterior >= top * (1 - self.tie_rtol), axis=-1)  # first of the tied
-        restricted = (belief * self.latent_map.T[chosen]) @ self.emissions
+        restricted = matmul(belief * self.latent_map.T[chosen], self.emissions)
         total = jnp.sum(restricted, axis=-1, keepdims=True)
         probs = restricted / jnp.where(total > 0, total, 1.0)
         return jnp.where(alive[..., None] & (total > 0), jnp.log(probs), -jnp.inf)
@@ -436,7 +437,7 @@ class MAPLatentPredictor(PytreeNode):
         # x_t is possible given x<t iff the mixture gives it positive probability; the frozen belief after
         # an impossible token is the last possible one, so the cumulative test below is exact.
         safe = jnp.clip(tokens, 0, self.vocab_size - 1)
-        step = jnp.take_along_axis(before @ self.emissions, safe[..., None], axis=-1)[..., 0]
+        step = jnp.take_along_axis(matmul(before, self.emissions), safe[..., None], axis=-1)[..., 0]
         impossible = ((step <= 0) | (tokens >= self.vocab_size)).astype(jnp.int32)
         alive = (jnp.cumsum(impossible, axis=-1) - impossible) == 0
         return self._log_next(before, alive)
@@ -449,7 +450,7 @@ class MAPLatentPredictor(PytreeNode):
     def step(self, state, token: Int[Array, " B"]):
         belief, alive = state
         in_vocab = token < self.vocab_size
-        moved = jnp.einsum(
+        moved = einsum(
             "bi,bij->bj", belief, self.process.transitions[jnp.where(in_vocab, token, 0)]
         )
         mass = jnp.where(in_vocab, jnp.sum(moved, axis=-1), 0.0)

@@ -25,6 +25,7 @@ from jaxtyping import Array, Float, Int
 
 from toymodels.predictors import PytreeNode, check_tokens
 from toymodels.processes._validation import as_probabilities, check_sums_to_one, device_dtype
+from toymodels.precision import einsum, matmul
 
 GENERAL, EMIT_THEN_MOVE, MOVE_THEN_EMIT = "general", "emit_then_move", "move_then_emit"
 
@@ -180,7 +181,7 @@ class HMMProcess(PytreeNode):
     def posterior(self, tokens: Int[Array, "B L"], latent: str | None = None) -> Float[Array, "B L+1 K"]:
         """Exact posterior over the named latent after t tokens (entry 0 is its prior)."""
         index = self._latent_index(latent)
-        return self.belief_states(tokens) @ self.latent_maps[index]
+        return matmul(self.belief_states(tokens), self.latent_maps[index])
 
     def _latent_index(self, latent: str | None) -> int:
         if latent is None:
@@ -233,9 +234,9 @@ def _check_sizes(num_sequences, length) -> tuple[int, int]:
 
 def _log_next(process: _Recursion, belief, alive):
     if process.structure == MOVE_THEN_EMIT:
-        probs = (belief @ process.moves) @ process.emissions
+        probs = matmul(matmul(belief, process.moves), process.emissions)
     else:
-        probs = belief @ process.emissions
+        probs = matmul(belief, process.emissions)
     return jnp.where(alive[:, None], jnp.log(probs), -jnp.inf)
 
 
@@ -243,10 +244,10 @@ def _joint_next(process: _Recursion, belief, token):
     """P(token, next state | past) up to the belief's normalisation: [B, S] for in-vocabulary ids,
     with the step specialised to the process's structure."""
     if process.structure == EMIT_THEN_MOVE:
-        return (belief * process.emissions.T[token]) @ process.moves
+        return matmul(belief * process.emissions.T[token], process.moves)
     if process.structure == MOVE_THEN_EMIT:
-        return (belief @ process.moves) * process.emissions.T[token]
-    all_tokens = jnp.einsum("bi,vij->bvj", belief, process.transitions)
+        return matmul(belief, process.moves) * process.emissions.T[token]
+    all_tokens = einsum("bi,vij->bvj", belief, process.transitions)
     return jnp.take_along_axis(all_tokens, token[:, None, None], axis=1)[:, 0]
 
 
