@@ -208,7 +208,7 @@ def seed_scaling(args, process, config: TransformerConfig) -> None:
     device = jax.devices()[0]
     print(f"seed scaling on {jax.device_count()} x {device.device_kind} ({device.platform}): {config.num_layers} layers, "
           f"d_model {config.d_model}, {config.num_heads} heads of width {config.head_dim}; batch {args.batch} x "
-          f"{args.length} tokens per model; model FLOPs per step {flops / 1e9:.3f} G; float32 {args.matmul_size}^2 matmul "
+          f"{args.length} tokens per model, {config.dtype} activations; model FLOPs per step {flops / 1e9:.3f} G; float32 {args.matmul_size}^2 matmul "
           f"{matmul:.1f} GFLOP/s")
     rate = {}
     for name, seconds in times.items():
@@ -232,6 +232,8 @@ def main() -> None:
                         help="peer: against PyTorch on the CPU; scaling: many seeds vs one model (the accelerator "
                              "target); auto: peer on a CPU, scaling on an accelerator")
     parser.add_argument("--sweep-seeds", type=int, default=64, help="seeds in one program for --mode scaling")
+    parser.add_argument("--dtype", default="float32", help="activation dtype of the model (--mode scaling only; "
+                        "e.g. bfloat16 on an accelerator); parameters stay float32")
     parser.add_argument("--matmul-size", type=int, default=None, help="reference matmul size (default 2048 on a "
                         "CPU, 8192 on an accelerator)")
     args = parser.parse_args()
@@ -244,10 +246,13 @@ def main() -> None:
         args.matmul_size = 2048 if on_cpu else 8192
     process = args.process()
     config = TransformerConfig(vocab_size=process.vocab_size, context=args.length, num_layers=args.layers,
-                               d_model=args.d_model, num_heads=args.heads, head_dim=args.head_dim, mlp_width=args.mlp)
+                               d_model=args.d_model, num_heads=args.heads, head_dim=args.head_dim, mlp_width=args.mlp,
+                               dtype=args.dtype)
     if args.mode == "scaling" or (args.mode == "auto" and not on_cpu):
         seed_scaling(args, process, config)
         return
+    if config.dtype != "float32":
+        parser.error("--dtype other than float32 needs --mode scaling: the PyTorch peer trains in float32")
     try:
         import torch
     except ImportError:
