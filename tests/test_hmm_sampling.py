@@ -92,3 +92,44 @@ def test_sample_length_zero():
     """sample(key, n, 0) gives an integer array of shape [n, 0]."""
     x = np.asarray(HMMProcess(*non_unifilar_hmm()).sample(jax.random.key(0), 5, 0))
     assert x.shape == (5, 0) and np.issubdtype(x.dtype, np.integer)
+
+
+# --------------------------------------------------------------------------------------------------
+# The parallel-in-time sampler (accelerators) gives the scan's tokens exactly
+# --------------------------------------------------------------------------------------------------
+
+
+@given(hmms_of_shapes(), st.sampled_from([np.float32, np.float64]), st.integers(0, 2**32 - 1))
+def test_parallel_sampler_gives_the_scans_tokens(hmm, dtype, seed):
+    """Composing each step's all-states draw (associative_scan) reproduces the scan token for token,
+    also for sparse, deterministic and absorbing processes and in float32."""
+    from toymodels.processes.hmm import _sample
+
+    transitions, initial = (jnp.asarray(a, dtype) for a in hmm)
+    key = jax.random.key(seed)
+    scanned = _sample(transitions, initial, key, 4, 9)
+    parallel = _sample(transitions, initial, key, 4, 9, parallel=True)
+    np.testing.assert_array_equal(np.asarray(parallel), np.asarray(scanned))
+
+
+def test_parallel_sampler_on_a_long_batch():
+    """The benchmark's shape (64 x 64, 8 states, 16 tokens) and a 1,000-token run agree with the scan."""
+    from toymodels.processes import random_hmm
+    from toymodels.processes.hmm import _sample
+
+    process = random_hmm(16, 8, seed=0)
+    for num_sequences, length in ((64, 64), (2, 1000)):
+        key = jax.random.key(length)
+        scanned = _sample(process.transitions, process.initial, key, num_sequences, length)
+        parallel = _sample(process.transitions, process.initial, key, num_sequences, length, parallel=True)
+        np.testing.assert_array_equal(np.asarray(parallel), np.asarray(scanned))
+
+
+def test_parallel_sampling_is_chosen_on_accelerators_for_bounded_sizes(monkeypatch):
+    from toymodels.processes import hmm
+
+    assert not hmm._parallel_sampling(8, 16, 64, 64)  # the tests run on CPU
+    monkeypatch.setattr(hmm.jax, "default_backend", lambda: "gpu")
+    assert hmm._parallel_sampling(8, 16, 64, 64)
+    assert not hmm._parallel_sampling(8, 16, 64, 0)
+    assert not hmm._parallel_sampling(32, 16, 10_000, 1_000)  # 1.6e11 compares: the scan instead

@@ -205,7 +205,8 @@ class HMMProcess(PytreeNode):
     def sample(self, key: Array, num_sequences: int, length: int) -> Int[Array, "B L"]:
         """Exact ancestral sampling of the joint (token, next state) chain."""
         num_sequences, length = _check_sizes(num_sequences, length)
-        return _sample(self.transitions, self.initial, key, num_sequences, length)
+        parallel = _parallel_sampling(self.num_states, self.vocab_size, num_sequences, length)
+        return _sample(self.transitions, self.initial, key, num_sequences, length, parallel=parallel)
 
 
 def _info_items(info) -> tuple:
@@ -320,8 +321,20 @@ def _last_positive(probs_NxK):
     return probs_NxK.shape[-1] - 1 - jnp.argmax(probs_NxK[:, ::-1] > 0, axis=-1)
 
 
-@partial(jax.jit, static_argnames=("num_sequences", "length"))
-def _sample(transitions, initial, key, num_sequences: int, length: int):
+# Above this many compare operations (L * B * S * V * S) the parallel sampler's all-states draws would
+# hold too much memory; the scan is used instead (same tokens either way).
+_PARALLEL_SAMPLE_LIMIT = 2**26
+
+
+def _parallel_sampling(num_states: int, vocab: int, num_sequences: int, length: int) -> bool:
+    """Sample in parallel over positions on accelerators (where a 64-step scan costs ~1 ms of loop
+    overhead), one step at a time on CPU (where the scan is cheapest); both give the same tokens."""
+    size = length * num_sequences * num_states * vocab * num_states
+    return jax.default_backend() != "cpu" and 0 < size <= _PARALLEL_SAMPLE_LIMIT
+
+
+@partial(jax.jit, static_argnames=("num_sequences", "length", "parallel"))
+def _sample(transitions, initial, key, num_sequences: int, length: int, parallel: bool = False):
     vocab, num_states, _ = transitions.shape
     # joint[i, v * S + j] = P(emit v, go to j | i): one draw per token by inverse CDF, so each token
     # costs one uniform and a compare-and-count over V * S (a Gumbel draw would cost V * S uniforms).
@@ -331,6 +344,8 @@ def _sample(transitions, initial, key, num_sequences: int, length: int):
     state0 = _inverse_cdf(jnp.cumsum(initial)[None], _last_positive(initial[None]),
                           jax.random.uniform(start_key, (num_sequences,), dtype=joint.dtype))
     uniforms_LxB = jax.random.uniform(step_key, (length, num_sequences), dtype=joint.dtype)
+    if parallel and length > 0:
+        return _sample_parallel(cumulative, last, state0, uniforms_LxB)
 
     def body(state, u_B):
         draw = _inverse_cdf(cumulative[state], last[state], u_B)
@@ -338,3 +353,26 @@ def _sample(transitions, initial, key, num_sequences: int, length: int):
 
     _, tokens = jax.lax.scan(body, state0, uniforms_LxB)
     return tokens.T.astype(jnp.int32)
+
+
+def _sample_parallel(cumulative_SxK, last_S, state0_B, uniforms_LxB):
+    """The scan's tokens with log2(L) sequential steps instead of L.
+
+    Step t maps every state i to the draw (token, next state) that uniform u_t picks from row i, so it
+    is a function f_t on states. The state before step t is (f_{t-1} o ... o f_0)(s_0): prefix
+    compositions, which `associative_scan` forms in parallel. The same uniforms pick the same rows'
+    entries as the scan does, so the tokens are identical, not just equal in distribution."""
+    num_states = cumulative_SxK.shape[0]
+    total_S = cumulative_SxK[:, -1]
+    below_LxBxSxK = cumulative_SxK <= (uniforms_LxB[:, :, None] * total_S)[..., None]
+    draws_LxBxS = jnp.minimum(jnp.sum(below_LxBxSxK, axis=-1), last_S)
+    moves_LxBxS = draws_LxBxS % num_states
+
+    def then(earlier, later):  # (later o earlier)[i] = later[earlier[i]]
+        return jnp.take_along_axis(later, earlier, axis=-1)
+
+    prefix_LxBxS = jax.lax.associative_scan(then, moves_LxBxS, axis=0)
+    after_LxB = prefix_LxBxS[:, jnp.arange(state0_B.shape[0]), state0_B]  # the state after step t
+    states_LxB = jnp.concatenate([state0_B[None], after_LxB[:-1]], axis=0)
+    draws_LxB = jnp.take_along_axis(draws_LxBxS, states_LxB[..., None], axis=-1)[..., 0]
+    return (draws_LxB // num_states).T.astype(jnp.int32)
