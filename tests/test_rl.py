@@ -8,6 +8,7 @@ automatic differentiation of its enumerated form, against the mean of the surrog
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from pathlib import Path
@@ -212,3 +213,44 @@ def test_reinforce_converges_to_the_optimum_for_three_betas(tmp_path):
     print("KL(pi* || pi_theta):\n", np.array([r["kl_from_optimum"] for r in record["exact"]]))
     print("optimum:", record["optimum"])
     assert np.all(curves[-1] < 0.02) and np.all(curves[-1] < 0.1 * curves[0])
+
+
+class _Kill(Exception):
+    pass
+
+
+def test_reinforce_resumes_after_a_kill_with_identical_state_and_records(tmp_path):
+    """A run stopped after step 5 (checkpoints every 3 steps) and rerun with the same out_dir redoes steps
+    4-8 only and ends with the uninterrupted run's parameters, optimizer state and records, bit for bit."""
+    base = TransformerPredictor(MODEL, init_params(MODEL, jax.random.key(0))[1])
+    config = RLConfig(steps=8, batch_size=8, sequence_length=LENGTH, betas=(0.25, 1.0), eval_every=4)
+    run = dict(log_every=2, checkpoint_every=3)
+    whole = reinforce(base, TokenCount(1), config, out_dir=tmp_path / "whole", **run)
+
+    def kill_after_5(step, state):
+        if step == 5:
+            raise _Kill
+
+    with pytest.raises(_Kill):
+        reinforce(base, TokenCount(1), config, out_dir=tmp_path / "resumed", callback=kill_after_5, **run)
+    steps_redone = []
+    resumed = reinforce(base, TokenCount(1), config, out_dir=tmp_path / "resumed",
+                        callback=lambda step, state: steps_redone.append(step), **run)
+    assert steps_redone == [4, 5, 6, 7, 8]
+    for a, b in zip(jax.tree.leaves(whole.state), jax.tree.leaves(resumed.state), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert resumed.history == whole.history and resumed.exact == whole.exact
+    assert [r["step"] for r in resumed.exact] == [0, 4, 8]
+
+
+def test_reinforce_refuses_to_resume_another_run(tmp_path):
+    base = TransformerPredictor(MODEL, init_params(MODEL, jax.random.key(0))[1])
+    config = RLConfig(steps=2, batch_size=8, sequence_length=LENGTH, betas=(1.0,), eval_every=0)
+    reinforce(base, TokenCount(1), config, out_dir=tmp_path)
+    with pytest.raises(ValueError, match="another RL run"):
+        reinforce(base, TokenCount(1), dataclasses.replace(config, betas=(0.5,)), out_dir=tmp_path)
+    other_base = TransformerPredictor(MODEL, init_params(MODEL, jax.random.key(1))[1])
+    with pytest.raises(ValueError, match="another RL run"):
+        reinforce(other_base, TokenCount(1), config, out_dir=tmp_path)
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        reinforce(base, TokenCount(1), config, out_dir=tmp_path, checkpoint_every=-1)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import time
 from functools import lru_cache, partial
 from pathlib import Path
@@ -41,11 +42,12 @@ from flax import nnx
 from jaxtyping import Array, Float, Int
 
 from theory.divergence import forward_kl, generation_kl
+from toymodels.checkpoints import Checkpointer, abstract_like
 from toymodels.data import stream_key
 from toymodels.optimizer import OptimizerConfig, _check_float, make_optimizer
 from toymodels.predictors import sequence_log_prob, token_log_probs
 from toymodels.processes.table import TableProcess
-from toymodels.results import run_metadata, write_json_atomic
+from toymodels.results import read_json, run_metadata, write_json_atomic
 from toymodels.sampling import generate
 from toymodels.training import load_predictor
 from toymodels.transformer import TransformerConfig, apply, graphdef_for
@@ -54,6 +56,7 @@ from toymodels.transformer_predictor import TransformerPredictor
 ROLLOUT_STREAM = 3  # data.py's streams are 0..2; the policy's samples of step t use fold_in(this, t)
 BASELINES = ("leave_one_out", "mean", "none")
 RL_FILE = "rl.json"
+PROGRESS_FILE, CHECKPOINT_DIR = "rl_progress.json", "checkpoints"  # what reinforce(out_dir=...) resumes from
 
 
 def _check_int(name: str, value, minimum: int) -> None:
@@ -275,13 +278,20 @@ def exact_summary(log_probs_X, base_log_probs_X, beta: float, proxy_X, true_X=No
 
 def reinforce(base: TransformerPredictor, reward: Callable, config: RLConfig, *, true_reward: Callable | None = None,
               hack: Callable | None = None, log_every: int = 10,
-              callback: Callable[[int, RLState], None] | None = None) -> RLResult:
+              callback: Callable[[int, RLState], None] | None = None, out_dir=None,
+              checkpoint_every: int = 0) -> RLResult:
     """KL-regularised REINFORCE from `base` on every (seed, beta) slot of `config`.
 
     Every `config.eval_every` steps (and at step 0 and the last step) records, per slot, the exact
     KL(pi_theta || pi*_beta) (theory.divergence.generation_kl with pi* as the data side) and
     KL(pi*_beta || pi_theta) (forward_kl), by enumeration of V^L, with exact_summary's expectations of
     `reward` (the proxy being optimised), `true_reward` and `hack` (tokens -> 0/1), if given.
+
+    With `out_dir`, the stacked state is checkpointed there every `checkpoint_every` steps (0: only after
+    the last) together with the records so far, and a rerun with the same directory resumes from the
+    latest checkpoint; every rollout depends only on (seed, step), so it ends with the same state and
+    records as an uninterrupted run. `callback(step, state)` runs after each step; an exception from it
+    stops the run as a kill would, after pending checkpoint writes finish.
     """
     if not isinstance(base, TransformerPredictor):
         raise ValueError(f"base must be a TransformerPredictor, got {type(base).__name__}")
@@ -314,19 +324,57 @@ def reinforce(base: TransformerPredictor, reward: Callable, config: RLConfig, *,
                 record.setdefault(name, []).append(value)
         exact.append(record)
 
-    state = init_states(base, config)
-    step_fn = compiled_step(base.config, config, reward)
-    if config.eval_every:
-        evaluate(0, state)
-    for step in range(1, config.steps + 1):
-        state, metrics = step_fn(state, base.params)
-        if step % log_every == 0 or step == config.steps:
-            history.append({"step": step, **{k: np.asarray(v, np.float64).tolist() for k, v in metrics.items()}})
-        if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
-            evaluate(step, state)
-        if callback is not None:
-            callback(step, state)
+    state, start = init_states(base, config), 0
+    checkpointer = progress = None
+    if out_dir is not None:
+        _check_int("checkpoint_every", checkpoint_every, 0)
+        progress = _Progress(Path(out_dir), config, base)
+        checkpointer = Checkpointer(Path(out_dir) / CHECKPOINT_DIR, checkpoint_every)
+    try:
+        if checkpointer is not None and checkpointer.latest_step() is not None:
+            start = checkpointer.latest_step()
+            device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+            state = checkpointer.restore(abstract_like(jax.eval_shape(lambda: state), device))
+            history, exact = progress.records_until(start)
+        elif config.eval_every:
+            evaluate(0, state)
+        step_fn = compiled_step(base.config, config, reward)
+        for step in range(start + 1, config.steps + 1):
+            state, metrics = step_fn(state, base.params)
+            if step % log_every == 0 or step == config.steps:
+                history.append({"step": step, **{k: np.asarray(v, np.float64).tolist() for k, v in metrics.items()}})
+            if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
+                evaluate(step, state)
+            if checkpointer is not None and checkpointer.save(step, state, force=step == config.steps):
+                progress.write(history, exact)  # after the save starts: never older than the newest checkpoint
+            if callback is not None:
+                callback(step, state)
+    finally:
+        if checkpointer is not None:
+            checkpointer.close()
     return RLResult(state, history, exact, optimum)
+
+
+class _Progress:
+    """The records of a checkpointed run (rl_progress.json), tied to the run's config and base model."""
+
+    def __init__(self, directory: Path, config: RLConfig, base: TransformerPredictor):
+        self.path = directory / PROGRESS_FILE
+        leaves = [np.asarray(x, np.float64) for x in jax.tree.leaves(base.params)]
+        self.identity = {"config": json.loads(json.dumps(dataclasses.asdict(config))),
+                         "base_fingerprint": [float(np.sum(x)) for x in leaves] + [float(np.sum(x * x)) for x in leaves]}
+        if self.path.exists() and read_json(self.path)["identity"] != self.identity:
+            raise ValueError(f"{directory} holds another RL run (config or base model differ); use another out_dir")
+
+    def records_until(self, step: int) -> tuple[list, list]:
+        """(history, exact) up to `step`: records past the checkpoint are redone by the resumed run."""
+        if not self.path.exists():
+            raise ValueError(f"{self.path} is missing: the checkpoints cannot be resumed without their records")
+        saved = read_json(self.path)
+        return ([r for r in saved[key] if r["step"] <= step] for key in ("history", "exact"))
+
+    def write(self, history: list, exact: list) -> None:
+        write_json_atomic(self.path, {"identity": self.identity, "history": history, "exact": exact})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -358,12 +406,14 @@ class RLRunConfig:
     reward: RewardConfig = RewardConfig()  # proxy and true rewards
     rl: RLConfig = RLConfig()  # steps, batch, length, seeds, betas, optimizer, baseline, eval_every
     log_every: int = 10  # record the step metrics every this many steps
+    checkpoint_every: int = 0  # checkpoint OUT/checkpoints every this many steps (0: only the last); reruns resume
 
     def __post_init__(self):
         if not self.out or not self.base:
             raise ValueError("out and base must name directories")
         _check_int("seed_index", self.seed_index, 0)
         _check_int("log_every", self.log_every, 1)
+        _check_int("checkpoint_every", self.checkpoint_every, 0)
 
 
 def run(config: RLRunConfig) -> dict:
@@ -374,7 +424,8 @@ def run(config: RLRunConfig) -> dict:
         raise ValueError(f"reward.token must be below the model's vocab_size {base.vocab_size}")
     proxy = TokenCount(config.reward.token, config.reward.scale)
     true = CappedTokenCount(config.reward.token, config.reward.cap, config.reward.scale)
-    result = reinforce(base, proxy, config.rl, true_reward=true, hack=true.over_cap, log_every=config.log_every)
+    result = reinforce(base, proxy, config.rl, true_reward=true, hack=true.over_cap, log_every=config.log_every,
+                       out_dir=config.out, checkpoint_every=config.checkpoint_every)
     record = {"config": dataclasses.asdict(config), "slots": [{"seed": s, "beta": b} for s, b in config.rl.slots],
               "optimum": result.optimum, "exact": result.exact, "history": result.history,
               "wall_s": time.perf_counter() - began, "metadata": run_metadata()}
