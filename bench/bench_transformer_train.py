@@ -208,8 +208,8 @@ def seed_scaling(args, process, config: TransformerConfig) -> None:
     device = jax.devices()[0]
     print(f"seed scaling on {jax.device_count()} x {device.device_kind} ({device.platform}): {config.num_layers} layers, "
           f"d_model {config.d_model}, {config.num_heads} heads of width {config.head_dim}; batch {args.batch} x "
-          f"{args.length} tokens per model, {config.dtype} activations; model FLOPs per step {flops / 1e9:.3f} G; float32 {args.matmul_size}^2 matmul "
-          f"{matmul:.1f} GFLOP/s")
+          f"{args.length} tokens per model, {config.dtype} activations; model FLOPs per step {flops / 1e9:.3f} G; "
+          f"float32 {args.matmul_size}^2 matmul {matmul:.1f} GFLOP/s")
     rate = {}
     for name, seconds in times.items():
         models = many if name.endswith("seeds") else 1

@@ -371,7 +371,7 @@ class _Progress:
         if not self.path.exists():
             raise ValueError(f"{self.path} is missing: the checkpoints cannot be resumed without their records")
         saved = read_json(self.path)
-        return ([r for r in saved[key] if r["step"] <= step] for key in ("history", "exact"))
+        return tuple([r for r in saved[key] if r["step"] <= step] for key in ("history", "exact"))
 
     def write(self, history: list, exact: list) -> None:
         write_json_atomic(self.path, {"identity": self.identity, "history": history, "exact": exact})

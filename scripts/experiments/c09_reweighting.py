@@ -109,8 +109,9 @@ def measure_rl(grid: Grid, args: Args) -> dict:
                       optimizer=OptimizerConfig(learning_rate=3e-3, schedule="cosine", warmup_fraction=0.0,
                                                 final_fraction=0.05, weight_decay=0.0))
     # Checkpointed beside the base run, so a killed reproduce resumes REINFORCE too.
-    result = reinforce(base, proxy, config, true_reward=true, hack=true.over_cap, log_every=max(1, grid.rl_steps // 10),
-                       out_dir=run_dir(args, NAME, "rl"), checkpoint_every=config.eval_every)
+    result = reinforce(base, proxy, config, true_reward=true, hack=true.over_cap,
+                       log_every=max(1, grid.rl_steps // 10), out_dir=run_dir(args, NAME, "rl"),
+                       checkpoint_every=config.eval_every)
     slots = config.slots
     per_beta = []
     for b, beta in enumerate(grid.betas):
