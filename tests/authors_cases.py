@@ -34,18 +34,6 @@ STYLES = (
 GENERAL_STYLES = ("dense", "sparse", "near_deterministic")
 
 
-def assert_log_matches(log_lib, prob_ref, atol=LOG_ATOL):
-    """log_lib == log(prob_ref): never NaN, -inf exactly where prob_ref is 0, close elsewhere."""
-    log_lib, prob_ref = np.asarray(log_lib, np.float64), np.asarray(prob_ref, np.float64)
-    assert log_lib.shape == prob_ref.shape
-    assert not np.any(np.isnan(log_lib))
-    zero = prob_ref == 0
-    assert np.all(np.isneginf(log_lib[zero])), (
-        "a zero-probability event has a finite log-probability"
-    )
-    np.testing.assert_allclose(log_lib[~zero], np.log(prob_ref[~zero]), rtol=0, atol=atol)
-
-
 K_PADDED = 4
 # A two-state author that is neither emit-then-move nor move-then-emit (state 0: "0" stay or "1" move;
 # state 1: "1" back), so a mixture that contains it always takes HMMProcess's general structure.

@@ -190,11 +190,3 @@ def probe_sequences(world: World, vocab: int, rng, rows: int = ROWS) -> np.ndarr
     return np.concatenate([documents, mutated, noise])
 
 
-def assert_log_matches(log_lib, prob_ref, atol=LOG_ATOL):
-    """log_lib == log(prob_ref): never NaN, exactly -inf where prob_ref is 0, close elsewhere."""
-    log_lib, prob_ref = np.asarray(log_lib, np.float64), np.asarray(prob_ref, np.float64)
-    assert log_lib.shape == prob_ref.shape and not np.any(np.isnan(log_lib))
-    zero = prob_ref == 0
-    assert np.all(np.isneginf(log_lib[zero])), "a zero-probability event has a finite log-probability"
-    assert np.all(np.isfinite(log_lib[~zero])), "a possible event has log-probability -inf"
-    np.testing.assert_allclose(log_lib[~zero], np.log(prob_ref[~zero]), rtol=0, atol=atol)

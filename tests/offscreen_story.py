@@ -129,17 +129,6 @@ def all_sequences_with_impossible(vocab: int, length: int) -> np.ndarray:
     return bf.all_sequences(vocab + 1, length)
 
 
-def assert_log_matches(log_lib, prob_ref, atol=LOG_ATOL):
-    log_lib = np.asarray(log_lib, np.float64)
-    prob_ref = np.asarray(prob_ref, np.float64)
-    assert log_lib.shape == prob_ref.shape
-    assert not np.any(np.isnan(log_lib))
-    zero = prob_ref == 0
-    assert np.all(np.isneginf(log_lib[zero])), "an impossible event has a finite log-probability"
-    assert np.all(np.isfinite(log_lib[~zero])), "a possible event has log-probability -inf"
-    np.testing.assert_allclose(log_lib[~zero], np.log(prob_ref[~zero]), rtol=0, atol=atol)
-
-
 def query(process, method: str, rows, *args) -> np.ndarray:
     """process.<method>(rows, *args) for a few rows [n, <= 4], padded with zeros to the enumeration
     batch [(V + 1)^4, 4] of this shape, so that every query reuses the enumeration tests' compilations

@@ -26,7 +26,6 @@ from authors_cases import (
     L,
     S,
     V,
-    assert_log_matches,
     author_arrays,
     build,
     oracles,
@@ -42,6 +41,7 @@ from brute_force_authors import (
 )
 from hypothesis import assume, given, note, settings
 from hypothesis import strategies as st
+from log_checks import assert_log_matches
 from strategies import random_hmm
 
 from theory.divergence import forward_kl, generation_kl, total_variation
@@ -55,7 +55,6 @@ from toymodels.processes.authors import (
 )
 from toymodels.processes.hmm import HMMProcess
 from toymodels.sampling import generate
-
 
 # --------------------------------------------------------------------------------------------------
 # C1(a): the Bayes mixture

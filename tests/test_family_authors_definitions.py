@@ -12,7 +12,6 @@ from authors_cases import (
     WITH_IMPOSSIBLE,
     S,
     V,
-    assert_log_matches,
     build,
     pad,
 )
@@ -24,6 +23,7 @@ from brute_force_authors import (
 )
 from hypothesis import given
 from hypothesis import strategies as st
+from log_checks import assert_log_matches
 from strategies import random_hmm
 
 from theory.divergence import forward_kl
@@ -37,7 +37,6 @@ from toymodels.processes.authors import (
     single_author_predictor,
 )
 from toymodels.processes.hmm import HMMProcess
-
 
 # --------------------------------------------------------------------------------------------------
 # The Markov generators against their written definition

@@ -21,6 +21,7 @@ import pytest
 from brute_force_pq import hmm_conditional, tempered_definition
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from log_checks import assert_log_matches
 from strategies import embed_hmm, random_hmm
 
 from toymodels.predictors import PytreeNode, with_temperature
@@ -161,17 +162,6 @@ def mixture_reference(weights, oracles, seqs):
         here = total[:, t, None]
         cond[:, t] = np.divide(ext, here, out=np.zeros_like(ext), where=here > 0)
     return total, post, cond
-
-
-def assert_log_matches(log_lib, prob_ref, atol=LOG_ATOL):
-    log_lib = np.asarray(log_lib, np.float64)
-    prob_ref = np.asarray(prob_ref, np.float64)
-    assert log_lib.shape == prob_ref.shape
-    assert not np.any(np.isnan(log_lib))
-    zero = prob_ref == 0
-    assert np.all(np.isneginf(log_lib[zero])), "an impossible event has a finite log-probability"
-    assert np.all(np.isfinite(log_lib[~zero])), "a possible event has log-probability -inf"
-    np.testing.assert_allclose(log_lib[~zero], np.log(prob_ref[~zero]), rtol=0, atol=atol)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -28,7 +28,6 @@ import pytest
 from hashing_worlds import (
     LOG_ATOL,
     ROWS,
-    assert_log_matches,
     blind_world,
     data_world,
     instances,
@@ -36,6 +35,7 @@ from hashing_worlds import (
 )
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
+from log_checks import assert_log_matches
 from wrappers import Constant
 
 from theory.divergence import forward_kl, generation_kl, total_variation

@@ -14,11 +14,11 @@ import itertools
 
 import numpy as np
 from hypothesis import given
+from log_checks import assert_log_matches
 from offscreen_story import (
     LENGTH,
     Oracle,
     all_sequences_with_impossible,
-    assert_log_matches,
     build,
     certain,
     configs,

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from log_checks import assert_log_matches
 from offscreen_story import (
     FEW,
     LENGTH,
     Oracle,
     all_sequences_with_impossible,
-    assert_log_matches,
     build,
     certain,
     configs,

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from hypothesis import given, note
 from hypothesis import strategies as st
+from log_checks import assert_log_matches
 from strategies import hmms, hmms_of_shapes, non_unifilar_hmm, random_hmm
 
 from toymodels.predictors import Process
@@ -46,18 +47,6 @@ def enumerate_with_impossible(vocab_size: int, length: int) -> np.ndarray:
     symbols = list(range(vocab_size)) + [vocab_size + k for k in IMPOSSIBLE_OFFSETS]
     seqs = np.array(list(itertools.product(symbols, repeat=length)), np.int64).reshape(len(symbols) ** length, length)
     return seqs[np.arange(ROWS) % len(seqs)]
-
-
-def assert_log_matches(log_lib, prob_ref, atol=LOG_ATOL):
-    """log_lib == log(prob_ref): never NaN, exactly -inf where prob_ref is 0, finite and close elsewhere."""
-    log_lib = np.asarray(log_lib, np.float64)
-    prob_ref = np.asarray(prob_ref, np.float64)
-    assert log_lib.shape == prob_ref.shape
-    assert not np.any(np.isnan(log_lib)), "NaN in a log-probability"
-    zero = prob_ref == 0
-    assert np.all(np.isneginf(log_lib[zero])), "a zero-probability event has a finite log-probability"
-    assert np.all(np.isfinite(log_lib[~zero])), "a possible event has log-probability -inf"
-    np.testing.assert_allclose(log_lib[~zero], np.log(prob_ref[~zero]), rtol=0, atol=atol)
 
 
 def one_hot_map(of_state: np.ndarray, num_values: int) -> np.ndarray:

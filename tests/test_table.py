@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
+from log_checks import assert_log_matches
 from scipy.special import logsumexp
 from strategies import hmms_of_shapes
 
@@ -80,17 +81,6 @@ def expected_conditionals(table, seqs) -> np.ndarray:
             if denominator > 0:
                 out[n, t] = [prob(prefix + (v,)) / denominator for v in range(vocab)]
     return out
-
-
-def assert_log_matches(log_lib, prob_ref, atol=LOG_ATOL):
-    """log_lib == log(prob_ref): never NaN, exactly -inf where prob_ref is 0, finite and close elsewhere."""
-    log_lib, prob_ref = np.asarray(log_lib, np.float64), np.asarray(prob_ref, np.float64)
-    assert log_lib.shape == prob_ref.shape
-    assert not np.any(np.isnan(log_lib))
-    zero = prob_ref == 0
-    assert np.all(np.isneginf(log_lib[zero])), "a zero-probability event has a finite log-probability"
-    assert np.all(np.isfinite(log_lib[~zero])), "a possible event has log-probability -inf"
-    np.testing.assert_allclose(log_lib[~zero], np.log(prob_ref[~zero]), rtol=0, atol=atol)
 
 
 # --------------------------------------------------------------------------------------------------
