@@ -311,9 +311,10 @@ def _inverse_cdf(cumulative_NxK, last_N, u_N):
     """Index k with cumulative[k-1] <= u * total < cumulative[k] in each row: one uniform per draw.
 
     A zero-probability entry has cumulative[k] = cumulative[k-1], so no u lands on it; `last_N` (each
-    row's last positive entry) catches u * total rounding up to the row total."""
-    total_N = cumulative_NxK[:, -1]
-    index_N = jnp.sum(cumulative_NxK <= (u_N * total_N)[:, None], axis=-1)
+    row's last positive entry) catches u * total rounding up to the row total. The leading axes
+    broadcast (the parallel sampler draws from every row with each uniform)."""
+    total_N = cumulative_NxK[..., -1]
+    index_N = jnp.sum(cumulative_NxK <= (u_N * total_N)[..., None], axis=-1)
     return jnp.minimum(index_N, last_N)
 
 
@@ -363,9 +364,7 @@ def _sample_parallel(cumulative_SxK, last_S, state0_B, uniforms_LxB):
     compositions, which `associative_scan` forms in parallel. The same uniforms pick the same rows'
     entries as the scan does, so the tokens are identical, not just equal in distribution."""
     num_states = cumulative_SxK.shape[0]
-    total_S = cumulative_SxK[:, -1]
-    below_LxBxSxK = cumulative_SxK <= (uniforms_LxB[:, :, None] * total_S)[..., None]
-    draws_LxBxS = jnp.minimum(jnp.sum(below_LxBxSxK, axis=-1), last_S)
+    draws_LxBxS = _inverse_cdf(cumulative_SxK, last_S, uniforms_LxB[..., None])
     moves_LxBxS = draws_LxBxS % num_states
 
     def then(earlier, later):  # (later o earlier)[i] = later[earlier[i]]
