@@ -27,8 +27,8 @@ Shape legend: S slots, B sequences, L length, V vocabulary, X = V^L enumerated s
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
-import json
 import time
 from functools import lru_cache, partial
 from pathlib import Path
@@ -49,6 +49,7 @@ from toymodels.predictors import sequence_log_prob, token_log_probs
 from toymodels.processes.table import TableProcess
 from toymodels.results import read_json, run_metadata, write_json_atomic
 from toymodels.sampling import generate
+from toymodels.sweep_grid import canonical
 from toymodels.training import load_predictor
 from toymodels.transformer import TransformerConfig, apply, graphdef_for
 from toymodels.transformer_predictor import TransformerPredictor
@@ -360,9 +361,8 @@ class _Progress:
 
     def __init__(self, directory: Path, config: RLConfig, base: TransformerPredictor):
         self.path = directory / PROGRESS_FILE
-        leaves = [np.asarray(x, np.float64) for x in jax.tree.leaves(base.params)]
-        self.identity = {"config": json.loads(json.dumps(dataclasses.asdict(config))),
-                         "base_fingerprint": [float(np.sum(x)) for x in leaves] + [float(np.sum(x * x)) for x in leaves]}
+        base_bytes = b"".join(np.asarray(x).tobytes() for x in jax.tree.leaves(base.params))
+        self.identity = {"config": canonical(config), "base_sha256": hashlib.sha256(base_bytes).hexdigest()}
         if self.path.exists() and read_json(self.path)["identity"] != self.identity:
             raise ValueError(f"{directory} holds another RL run (config or base model differ); use another out_dir")
 
