@@ -3,7 +3,9 @@
 On a GPU a default-precision float32 product rounds its operands to TF32 (relative error ~1e-3), which
 broke exact sums there (a Mess3 sequence table summed to 0.9986 on an H100). A CPU computes the same
 numbers at any precision, so these tests read the traced programs instead: every dot_general in the
-exact computations must carry Precision.HIGHEST. The transformer is deliberately left at the default.
+exact computations must carry Precision.HIGHEST. A trained transformer read as a predictor (conditionals,
+residuals, KV-cache steps, evaluation against Bayes, the RL surrogate beside its rollouts) is on the exact
+side too; its training step is deliberately left at the default precision.
 """
 
 from __future__ import annotations
@@ -16,9 +18,15 @@ import pytest
 
 from tests.strategies import random_hmm as random_hmm_arrays
 from toymodels.data import DatasetProcess
+from toymodels.evaluation import model_log_conditionals
+from toymodels.optimizer import OptimizerConfig, make_optimizer
 from toymodels.probes import evaluate_probe, fit_probe
 from toymodels.processes import HMMProcess
 from toymodels.processes.authors import map_author_predictor, markov_authors
+from toymodels.rl import TokenCount, surrogate
+from toymodels.training import loss_fn
+from toymodels.transformer import TransformerConfig, graphdef_for, init_params
+from toymodels.transformer_predictor import TransformerPredictor
 
 HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -75,3 +83,31 @@ def test_probe_fit_and_score_are_exact(ridge):
     assert_all_exact(lambda: fit_probe(features, targets, ridge=ridge))
     probe = fit_probe(features, targets, ridge=ridge)
     assert_all_exact(lambda: evaluate_probe(probe, features, targets))
+
+
+MODEL = TransformerConfig(vocab_size=3, context=5, num_layers=1, d_model=8, num_heads=2, mlp_width=16)
+
+
+def test_trained_model_read_as_predictor_is_exact():
+    predictor = TransformerPredictor(MODEL, init_params(MODEL, jax.random.key(0))[1])
+    assert_all_exact(predictor.log_conditionals, TOKENS)
+    assert_all_exact(predictor.outputs, TOKENS)
+    state, _ = predictor.init_state(2)
+    assert_all_exact(lambda: predictor.init_state(2))
+    assert_all_exact(predictor.step, state, TOKENS[:, 0])
+
+
+def test_evaluation_and_rl_surrogate_are_exact():
+    graphdef, params = init_params(MODEL, jax.random.key(0))
+    assert_all_exact(lambda p: model_log_conditionals(graphdef, p, TOKENS), params)
+    # The surrogate's gradient must be that of the policy the rollouts came from (read exactly), so the
+    # backward pass is checked too.
+    loss = lambda p: surrogate(p, params, TOKENS, 0.1, graphdef=graphdef, reward=TokenCount(1),  # noqa: E731
+                               baseline="mean")[0]
+    assert_all_exact(jax.value_and_grad(loss), params)
+
+
+def test_training_step_keeps_the_default_precision():
+    graphdef, params = init_params(MODEL, jax.random.key(0))
+    precisions = dot_precisions(jax.make_jaxpr(jax.grad(loss_fn))(params, graphdef, TOKENS).jaxpr)
+    assert precisions and all(precision is None for precision in precisions), precisions

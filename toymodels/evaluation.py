@@ -30,6 +30,7 @@ from jaxtyping import Array, Float, Int
 
 from theory.divergence import forward_kl, generation_kl
 from toymodels.data import heldout_batch
+from toymodels.precision import exact_products
 from toymodels.predictors import align_vocab
 from toymodels.sharding import replicated, slot_sharding
 from toymodels.transformer import TransformerConfig, apply, graphdef_for
@@ -92,8 +93,10 @@ def summarize(terms: dict[str, Array]) -> dict[str, Array]:
 
 
 def model_log_conditionals(graphdef, params, tokens_NxL: Int[Array, "N L"]) -> Float[Array, "N L V"]:
-    """log q(x_t = v | x<t) of one model (float32 log-softmax of its logits)."""
-    return jax.nn.log_softmax(apply(graphdef, params, tokens_NxL).astype(jnp.float32), axis=-1)
+    """log q(x_t = v | x<t) of one model (float32 log-softmax of its logits, full-precision products)."""
+    with exact_products():
+        logits = apply(graphdef, params, tokens_NxL)
+    return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
 
 
 class Evaluator:

@@ -44,6 +44,7 @@ from jaxtyping import Array, Float, Int
 from theory.divergence import forward_kl, generation_kl
 from toymodels.checkpoints import Checkpointer, abstract_like
 from toymodels.data import stream_key
+from toymodels.evaluation import model_log_conditionals
 from toymodels.optimizer import OptimizerConfig, _check_float, make_optimizer
 from toymodels.predictors import sequence_log_prob, token_log_probs
 from toymodels.processes.table import TableProcess
@@ -51,7 +52,7 @@ from toymodels.results import read_json, run_metadata, write_json_atomic
 from toymodels.sampling import generate
 from toymodels.sweep_grid import canonical
 from toymodels.training import load_predictor
-from toymodels.transformer import TransformerConfig, apply, graphdef_for
+from toymodels.transformer import TransformerConfig, graphdef_for
 from toymodels.transformer_predictor import TransformerPredictor
 
 ROLLOUT_STREAM = 3  # data.py's streams are 0..2; the policy's samples of step t use fold_in(this, t)
@@ -201,8 +202,9 @@ def advantages(shaped_B: Float[Array, " B"], baseline: str) -> Float[Array, " B"
 
 
 def _sequence_log_probs(graphdef, params, tokens_BxL):
-    log_cond = jax.nn.log_softmax(apply(graphdef, params, tokens_BxL).astype(jnp.float32), axis=-1)
-    return token_log_probs(log_cond, tokens_BxL).sum(axis=-1)
+    # At the precision the rollouts were sampled at (TransformerPredictor's): the gradient is then that
+    # of the policy that drew the tokens, also on a GPU.
+    return token_log_probs(model_log_conditionals(graphdef, params, tokens_BxL), tokens_BxL).sum(axis=-1)
 
 
 def surrogate(params, base_params, tokens_BxL, beta, *, graphdef, reward: Callable, baseline: str):

@@ -11,6 +11,10 @@ attending over the fixed-size cache with a mask: O(context) work per token, O(L^
 cache holds BOS, x_0, ..., x_{C-2}: after the C-th token there is nothing left to predict within the
 context, so that step keeps the cache unchanged and returns -inf for every token (sampling.generate
 takes that step after its last token and ignores its output).
+
+Every pass runs inside `precision.exact_products()`: the model was trained at the default matmul
+precision, but what is read from it here (conditionals, residuals, rollouts) feeds exact comparisons,
+and a GPU's default TF32 products would move its logits by ~1e-3. On a CPU nothing changes.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import numpy as np
 from flax import nnx
 from jaxtyping import Array, Float, Int
 
+from toymodels.precision import exact_products
 from toymodels.predictors import PytreeNode, check_tokens
 from toymodels.transformer import Transformer, TransformerConfig, graphdef_for, param_shapes
 
@@ -82,10 +87,21 @@ class TransformerPredictor(PytreeNode):
 
     def log_conditionals(self, tokens: Int[Array, "B L"]) -> Float[Array, "B L V"]:
         """out[b, t, v] = log q(x_t = v | tokens[b, :t]) from one teacher-forced pass (L <= context)."""
+        return self.outputs(tokens, residuals=False)
+
+    def outputs(self, tokens: Int[Array, "B L"], residuals: bool = True):
+        """(log conditionals [B, L, V], residual stream [N+1, B, L, D]) from one teacher-forced pass: the
+        stream after the embedding and after each of the N blocks, where index t is the representation
+        that predicts x_t (probe it against a latent's posterior after t tokens). With residuals=False,
+        the conditionals alone."""
         tokens = check_tokens(tokens)
         if tokens.shape[1] > self.config.context:
             raise ValueError(f"tokens have length {tokens.shape[1]} but max_length is {self.config.context}")
-        return self._log_softmax(self.model(tokens))
+        with exact_products():
+            if not residuals:
+                return self._log_softmax(self.model(tokens))
+            logits, stream = self.model(tokens, return_residuals=True)
+        return self._log_softmax(logits), stream
 
     def init_state(self, batch: int) -> tuple[KVCache, Float[Array, "B V"]]:
         """An empty cache after reading BOS, and log q(x_0 = v) as [batch, V]."""
@@ -107,7 +123,8 @@ class TransformerPredictor(PytreeNode):
         return self._read(state, jnp.minimum(token, self.config.vocab_size - 1).astype(jnp.int32))
 
     def _read(self, state: KVCache, inputs_B):
-        logits_BxV, layers = self.model.decode(inputs_B, state.position, state.layers)
+        with exact_products():
+            logits_BxV, layers = self.model.decode(inputs_B, state.position, state.layers)
         full = state.position >= self.config.context  # no slot left: the input was x_{C-1}
         log_next = jnp.where(full, -jnp.inf, self._log_softmax(logits_BxV))
         return KVCache(layers, state.position + 1), log_next

@@ -136,8 +136,7 @@ def model_outputs(predictor: TransformerPredictor, tokens) -> tuple[np.ndarray, 
 @jax.jit
 def _model_outputs(predictor: TransformerPredictor, tokens):
     # The predictor is a pytree with its config static: one compilation per architecture and shape.
-    logits, residuals = predictor.model(tokens, return_residuals=True)
-    return jax.nn.log_softmax(logits.astype(jax.numpy.float32), axis=-1), residuals
+    return predictor.outputs(tokens)
 
 
 def probe_scores(residuals, targets, *, key, ridge: float = 0.0, train_fraction: float = 0.5) -> tuple[dict, object]:

@@ -166,8 +166,7 @@ def ridge_probe(fit_pos, fit_neg, test_pos, test_neg) -> dict:
 @partial(jax.jit, static_argnames=("head", "eod"))
 def _model_scores(model, q0, tokens, head: int, eod: int):
     """Per sequence: the tail score, the head LLR against Q0, and the residuals at the tail position."""
-    logits, residuals = model.model(tokens, return_residuals=True)
-    log_q = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    log_q, residuals = model.outputs(tokens)
     log_q0 = q0.log_conditionals(tokens)
     llr = (token_log_probs(log_q, tokens) - token_log_probs(log_q0, tokens).astype(jnp.float32))[:, :head].sum(axis=1)
     return log_q[:, head, eod], llr, jnp.moveaxis(residuals[:, :, head], 0, 1)  # [B, layers + 1, D]

@@ -50,7 +50,8 @@ from toymodels.probes import align_targets, probe_layers, shuffled_control, spli
 from toymodels.processes import mess3
 from toymodels.results import run_metadata, write_json_atomic
 from toymodels.training import TrainConfig, train, unstack
-from toymodels.transformer import TransformerConfig, apply, graphdef_for
+from toymodels.transformer import TransformerConfig
+from toymodels.transformer_predictor import TransformerPredictor
 
 NAME = "c13_belief_geometry"
 CONTEXT = 10
@@ -105,11 +106,9 @@ class Config:
 @lru_cache(maxsize=4)
 def _outputs(model_config: TransformerConfig):
     """Jitted (params, tokens) -> (log q [N, L, V] float32, residuals [Y, N, L, D]) of one model."""
-    graphdef = graphdef_for(model_config)
 
     def outputs(params, tokens):
-        logits, residuals = apply(graphdef, params, tokens, return_residuals=True)
-        return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1), residuals
+        return TransformerPredictor(model_config, params).outputs(tokens)
 
     return jax.jit(outputs)
 
