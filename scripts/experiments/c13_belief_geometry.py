@@ -105,7 +105,8 @@ class Config:
 
 @lru_cache(maxsize=4)
 def _outputs(model_config: TransformerConfig):
-    """Jitted (params, tokens) -> (log q [N, L, V] float32, residuals [Y, N, L, D]) of one model."""
+    """Jitted (params, tokens) -> (log q [N, L, V] float32, residuals [Y, N, L, D]) of one model,
+    read at full precision (TransformerPredictor.outputs)."""
 
     def outputs(params, tokens):
         return TransformerPredictor(model_config, params).outputs(tokens)
