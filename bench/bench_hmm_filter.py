@@ -52,6 +52,8 @@ def main() -> None:
     generic = HMMProcess(edge_form, initial.astype(np.float32))
     object.__setattr__(generic.recursion, "structure", "general")
 
+    # dynamax's import sets JAX's default matmul precision to float32 (full) for the whole process, as
+    # its users get it; toymodels' exact side asks for full precision itself, so both compute alike.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from dynamax.hidden_markov_model import hmm_filter

@@ -21,10 +21,15 @@ from hypothesis import strategies as st
 
 from toymodels.processes.hmm import HMMProcess
 
+# Importing dynamax sets JAX's global default matmul precision to float32; this module is imported
+# when pytest collects, so without the reset every test of the session would run under it (and the
+# precision tests, which check that our code asks for full precision itself, could not fail).
+_precision_before = jax.config.jax_default_matmul_precision
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # tfp / dynamax import-time deprecation notices
     from dynamax.hidden_markov_model import hmm_filter
     from hmmlearn.hmm import CategoricalHMM
+jax.config.update("jax_default_matmul_precision", _precision_before)
 
 FEW = max(3, settings().max_examples // 5)
 # (S, V) shapes: a single state, V = S, more tokens than states, more states than tokens.

@@ -19,16 +19,23 @@ import pytest
 from tests.strategies import random_hmm as random_hmm_arrays
 from toymodels.data import DatasetProcess
 from toymodels.evaluation import model_log_conditionals
-from toymodels.optimizer import OptimizerConfig, make_optimizer
 from toymodels.probes import evaluate_probe, fit_probe
 from toymodels.processes import HMMProcess
 from toymodels.processes.authors import map_author_predictor, markov_authors
 from toymodels.rl import TokenCount, surrogate
 from toymodels.training import loss_fn
-from toymodels.transformer import TransformerConfig, graphdef_for, init_params
+from toymodels.transformer import TransformerConfig, init_params
 from toymodels.transformer_predictor import TransformerPredictor
 
 HIGHEST = jax.lax.Precision.HIGHEST
+
+
+@pytest.fixture(autouse=True)
+def default_precision_unset():
+    """Trace with no global precision setting (some libraries set one when imported, e.g. dynamax), so a
+    product that does not ask for full precision itself shows up as such."""
+    with jax.default_matmul_precision(None):
+        yield
 
 
 def dot_precisions(jaxpr) -> list:
