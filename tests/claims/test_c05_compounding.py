@@ -2,7 +2,8 @@
 
 For stationary ergodic Markov chains P != Q the total variation between length-n generations rises to
 1 (bounded below by 1 - BC_n, which decays geometrically) and the generation KL grows linearly at the
-divergence rate sum_s pi_Q(s) KL(q(.|s) || p(.|s)); a Q that leaves P's support has infinite G_n. The
+divergence rate sum_s pi_Q(s) KL(q(.|s) || p(.|s)) (s: the last k tokens for chains of order k; checked
+for k = 1 and 2); a Q that leaves P's support has infinite G_n. The
 counterexamples are exact too: one author against a mixture saturates at -log pi_a and 1 - pi_a, and a
 chain with the right kernel but the wrong start keeps G_n and TV_n constant.
 
@@ -13,6 +14,7 @@ over the enumerated distributions.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import jax
@@ -33,6 +35,7 @@ from theory.claims.c05_compounding import (
     bhattacharyya_decay,
     bhattacharyya_envelope,
     divergence_curves,
+    history_kernel,
     markov_bhattacharyya,
     markov_bhattacharyya_at,
     markov_divergence_rate,
@@ -143,6 +146,61 @@ def test_generation_kl_grows_linearly_at_the_divergence_rate(pair, stationary_st
     forward_oracle = np.array([kl(markov_probs(p, p_start, t), markov_probs(q, q_start, t)) for t in range(1, N + 1)])
     np.testing.assert_allclose(np.cumsum(forward), forward_oracle, rtol=1e-9, atol=ATOL)
     np.testing.assert_allclose(forward[1:], stationary(p) @ kl_rows(p, q), rtol=1e-9, atol=ATOL)
+
+
+def second_order_probs(kernel, start, length: int) -> np.ndarray:
+    """P(x_1..x_t) over V^t (lexicographic) of the second-order chain with this kernel [V, V, V] whose
+    first two tokens have the joint `start` [V, V]: products of kernel entries, one sequence at a time."""
+    if length == 1:
+        return start.sum(axis=1)
+    probs = []
+    for x in itertools.product(range(V), repeat=length):
+        prob = start[x[0], x[1]]
+        for t in range(2, length):
+            prob *= kernel[x[t - 2], x[t - 1], x[t]]
+        probs.append(prob)
+    return np.array(probs)
+
+
+def pair_chain(kernel) -> np.ndarray:
+    """The chain on consecutive pairs: (a, b) -> (b, c) with probability kernel[a, b, c]."""
+    moves = np.zeros((V * V, V * V))
+    for a, b, c in itertools.product(range(V), repeat=3):
+        moves[a * V + b, b * V + c] = kernel[a, b, c]
+    return moves
+
+
+@st.composite
+def second_order_pairs(draw):
+    """(p, q): two full-support second-order kernels [V, V, V]; q = (1 - eps) p + eps r, eps = 0 included."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    p, r = (rng.dirichlet(np.ones(V), size=(V, V)) for _ in range(2))
+    eps = draw(st.sampled_from([0.0, 0.05, 1.0]) | st.floats(0.0, 1.0))
+    return p, (1 - eps) * p + eps * r
+
+
+@given(second_order_pairs())
+def test_second_order_chains_grow_linearly_at_the_divergence_rate(pair):
+    """Second-order chains (the claim holds for any finite order; the states are then the last two
+    tokens): with Q started stationary over its first two tokens, every chain-rule term of G_t from t = 3
+    on is exactly r = sum_(a,b) pi_Q(a, b) KL(q(.|a, b) || p(.|a, b)), pi_Q the stationary law of the
+    pair chain, and r > 0 iff Q != P. Oracle: G_t by enumerating V^t (t = 1..6) with products of
+    kernel entries, and pi_Q by a least-squares solve on a pair chain built here."""
+    p, q = pair
+    p_start, q_start = (stationary(pair_chain(k)).reshape(V, V) for k in (p, q))
+    np.testing.assert_allclose(history_kernel(q), pair_chain(q), rtol=0, atol=0)
+    rate_oracle = float(np.sum(q_start.ravel() * kl_rows(q.reshape(-1, V), p.reshape(-1, V))))
+    rate = markov_divergence_rate(p, q)
+    np.testing.assert_allclose(rate, rate_oracle, rtol=1e-9, atol=1e-14)
+    if np.abs(p - q).max() > 1e-6:
+        assert rate > 0
+    elif np.abs(p - q).max() == 0:
+        assert rate == 0
+
+    terms = generation_kl(stationary_chain(p), stationary_chain(q), N).per_position
+    curve = [kl(second_order_probs(q, q_start, t), second_order_probs(p, p_start, t)) for t in range(1, N + 1)]
+    np.testing.assert_allclose(np.cumsum(terms), curve, rtol=1e-9, atol=ATOL)
+    np.testing.assert_allclose(terms[2:], rate, rtol=1e-9, atol=ATOL)
 
 
 @given(st.integers(0, 2**32 - 1))
@@ -312,6 +370,8 @@ def test_a_good_predictor_can_generate_detectable_text():
     [
         (lambda: markov_divergence_rate(np.ones((2, 3)) / 3, np.eye(2)), "p_kernel"),
         (lambda: markov_divergence_rate(np.eye(2), np.ones((2, 2))), "q_kernel"),
+        (lambda: markov_divergence_rate(np.eye(2), np.ones((2, 2, 2)) / 2), "same shape"),
+        (lambda: history_kernel(np.ones((2, 2, 3)) / 3), "kernel"),
         (lambda: markov_bhattacharyya(np.eye(2), np.eye(2), [0.5, 0.6], [0.5, 0.5], 3), "p_initial"),
         (lambda: markov_generation_kl(np.eye(2), np.eye(2), [0.5, 0.5], [1.0], 3), "q_initial"),
         (lambda: markov_generation_kl(np.eye(2), np.eye(2), [0.5, 0.5], [0.5, 0.5], 0), "length"),

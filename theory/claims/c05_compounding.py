@@ -15,7 +15,9 @@ to tell apart from real data, even though its per-token prediction loss is tiny.
 - If P is a Markov chain and supp Q lies inside supp P, the chain-rule terms of G_n converge to the
   divergence rate  r = sum_s pi_Q(s) KL(q(.|s) || p(.|s))  (`markov_divergence_rate`); if Q starts
   stationary every term after the first equals r, so G_n = KL(q_1 || p_1) + (n - 1) r exactly
-  (`markov_generation_kl`): linear growth. If Q leaves supp P, G_n is infinite.
+  (`markov_generation_kl`): linear growth. If Q leaves supp P, G_n is infinite. For chains of order k
+  the states s are the last k tokens (`history_kernel` writes such a chain as a first-order chain on
+  them): from a stationary start every term from the (k+1)-th on equals r.
 - Counterexamples where nothing compounds:
   * non-ergodic P: a mixture of authors (C1) against one author a. Since P >= pi_a P_a pointwise,
     G_n = E_{P_a}[log pi(a | x)] - log pi_a rises to at most -log pi_a, and TV_n to at most 1 - pi_a
@@ -43,13 +45,24 @@ from toymodels.processes.hmm import HMMProcess
 from toymodels.processes.standard import markov_chain
 
 
-def _kernel(kernel, name: str) -> np.ndarray:
+def _order_k_kernel(kernel, name: str) -> np.ndarray:
+    """A kernel of order k >= 1: shape [V] * (k + 1), each row over the last axis a distribution."""
     array = np.asarray(kernel, np.float64)
-    if array.ndim != 2 or array.shape[0] != array.shape[1] or array.shape[0] < 1:
-        raise ValueError(f"{name} must be a square [V, V] first-order kernel, got shape {array.shape}")
-    if np.any(~np.isfinite(array)) or np.any(array < 0) or not np.allclose(array.sum(axis=1), 1.0, atol=1e-9):
+    if array.ndim < 2 or len(set(array.shape)) != 1 or array.shape[0] < 1:
+        raise ValueError(f"{name} must have shape [V] * (k + 1), k >= 1 ([V, V] for a first-order chain), "
+                         f"got shape {array.shape}")
+    rows = array.reshape(-1, array.shape[-1])
+    if np.any(~np.isfinite(rows)) or np.any(rows < 0) or not np.allclose(rows.sum(axis=1), 1.0, atol=1e-9):
         raise ValueError(f"{name} must be row-stochastic (non-negative rows summing to 1)")
     return array
+
+
+def _kernel(kernel, name: str) -> np.ndarray:
+    """A first-order kernel [V, V]."""
+    array = np.asarray(kernel, np.float64)
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be a square [V, V] first-order kernel, got shape {array.shape}")
+    return _order_k_kernel(array, name)
 
 
 def _distribution(probs, size: int, name: str) -> np.ndarray:
@@ -91,18 +104,40 @@ def stationary_distribution(kernel) -> np.ndarray:
     return np.abs(vector) / np.abs(vector).sum()
 
 
+def history_kernel(kernel) -> np.ndarray:
+    """An order-k chain (kernel of shape [V] * (k + 1)) as a first-order chain on its last k tokens:
+    [V^k, V^k], history (h_1, ..., h_k) at row-major index sum_i h_i V^(k-i) moves to (h_2, ..., h_k, v)
+    with probability kernel[h_1, ..., h_k, v]. For k = 1 this is the kernel itself."""
+    kernel = _order_k_kernel(kernel, "kernel")
+    vocab, order = kernel.shape[0], kernel.ndim - 1
+    rows = kernel.reshape(vocab**order, vocab)
+    histories = np.arange(vocab**order)
+    lifted = np.zeros((vocab**order, vocab**order))
+    for v in range(vocab):
+        lifted[histories, (histories * vocab) % vocab**order + v] = rows[:, v]
+    return lifted
+
+
 def stationary_chain(kernel) -> HMMProcess:
-    """The first-order chain with this kernel started from its stationary distribution: a stationary
-    process (ergodic when the kernel is irreducible and aperiodic)."""
-    return markov_chain(kernel, initial=stationary_distribution(kernel))
+    """The Markov chain with this kernel (order k: shape [V] * (k + 1)) started from its stationary
+    distribution over the first k tokens: a stationary process (ergodic when the chain on histories
+    is irreducible and aperiodic)."""
+    kernel = _order_k_kernel(kernel, "kernel")
+    start = stationary_distribution(history_kernel(kernel)).reshape(kernel.shape[:-1])
+    return markov_chain(kernel, initial=start)
 
 
 def markov_divergence_rate(p_kernel, q_kernel) -> float:
     """r = sum_s pi_Q(s) KL(q(.|s) || p(.|s)), the limit of G_n / n for stationary ergodic Markov P
-    and Q (inf when Q leaves P's support from a state Q visits). Swap the arguments for F_n / n."""
-    p_kernel, q_kernel = _kernel(p_kernel, "p_kernel"), _kernel(q_kernel, "q_kernel")
-    weights = stationary_distribution(q_kernel)
-    per_state = _kl(q_kernel, p_kernel)
+    and Q (inf when Q leaves P's support from a state Q visits). Swap the arguments for F_n / n.
+    Kernels of order k (shape [V] * (k + 1), both the same) sum over the histories s of k tokens."""
+    p_kernel, q_kernel = _order_k_kernel(p_kernel, "p_kernel"), _order_k_kernel(q_kernel, "q_kernel")
+    if p_kernel.shape != q_kernel.shape:
+        raise ValueError(f"p_kernel and q_kernel must have the same shape (vocabulary and order), got "
+                         f"{p_kernel.shape} and {q_kernel.shape}")
+    weights = stationary_distribution(history_kernel(q_kernel))
+    vocab = q_kernel.shape[-1]
+    per_state = _kl(q_kernel.reshape(-1, vocab), p_kernel.reshape(-1, vocab))
     return _weighted(weights, per_state)
 
 
