@@ -164,3 +164,12 @@ def test_profiles_are_valid():
         for name, grid in module.PROFILES.items():
             assert grid.num_seeds >= 3, (stem, name)
             json.dumps(dataclasses.asdict(grid), default=str)
+
+
+def test_table_cells_escape_for_latex():
+    """Table text prints literally in LaTeX (specials escaped), "R^2" is set as maths, and a cell that is
+    already $maths$ is kept."""
+    simple_table = _load(ROOT / "paper" / "plots" / "simple_table.py", "plots.simple_table")
+    assert simple_table.latex_escape("held-out R^2, 95% CI") == r"held-out $R^2$, 95\% CI"
+    assert simple_table.latex_escape("1 - R^2 & a_b ~ x^y") == r"1 - $R^2$ \& a\_b \textasciitilde{} x\textasciicircum{}y"
+    assert simple_table.latex_escape(r"$\le 1$") == r"$\le 1$"

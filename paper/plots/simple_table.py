@@ -9,10 +9,11 @@ _LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "#": r"\#"
 
 
 def latex_escape(text: str) -> str:
-    """Text as LaTeX prints it literally; a cell wrapped in $...$ is left as maths."""
+    """Text as LaTeX prints it literally (except "R^2", set as maths); a cell wrapped in $...$ is left as
+    maths."""
     if len(text) > 1 and text.startswith("$") and text.endswith("$"):
         return text
-    return "".join(_LATEX_SPECIALS.get(c, c) for c in text)
+    return "$R^2$".join("".join(_LATEX_SPECIALS.get(c, c) for c in part) for part in text.split("R^2"))
 
 
 def source_line(name: str, record: dict) -> str:
