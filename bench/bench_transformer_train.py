@@ -208,7 +208,7 @@ def seed_scaling(args, process, config: TransformerConfig) -> None:
     device = jax.devices()[0]
     print(f"seed scaling on {jax.device_count()} x {device.device_kind} ({device.platform}): {config.num_layers} layers, "
           f"d_model {config.d_model}, {config.num_heads} heads of width {config.head_dim}; batch {args.batch} x "
-          f"{args.length} tokens per model, {config.dtype} activations; model FLOPs per step {flops / 1e9:.3f} G; "
+          f"{args.length} tokens per model, {config.dtype} activations, {config.attention} attention; model FLOPs per step {flops / 1e9:.3f} G; "
           f"float32 {args.matmul_size}^2 matmul {matmul:.1f} GFLOP/s")
     rate = {}
     for name, seconds in times.items():
@@ -234,6 +234,9 @@ def main() -> None:
     parser.add_argument("--sweep-seeds", type=int, default=64, help="seeds in one program for --mode scaling")
     parser.add_argument("--dtype", default="float32", help="activation dtype of the model (--mode scaling only; "
                         "e.g. bfloat16 on an accelerator); parameters stay float32")
+    parser.add_argument("--attention", default="einsum", choices=("einsum", "xla", "cudnn"),
+                        help="the model's attention implementation (TransformerConfig.attention; cudnn: NVIDIA GPU "
+                             "with --dtype bfloat16 or float16)")
     parser.add_argument("--matmul-size", type=int, default=None, help="reference matmul size (default 2048 on a "
                         "CPU, 8192 on an accelerator)")
     args = parser.parse_args()
@@ -247,7 +250,7 @@ def main() -> None:
     process = args.process()
     config = TransformerConfig(vocab_size=process.vocab_size, context=args.length, num_layers=args.layers,
                                d_model=args.d_model, num_heads=args.heads, head_dim=args.head_dim, mlp_width=args.mlp,
-                               dtype=args.dtype)
+                               dtype=args.dtype, attention=args.attention)
     if args.mode == "scaling" or (args.mode == "auto" and not on_cpu):
         seed_scaling(args, process, config)
         return
@@ -306,7 +309,7 @@ def main() -> None:
 
     params = sum(p.numel() for p in torch_model(torch, config).parameters())
     print(f"transformer training: {args.layers} layers, d_model {args.d_model}, {args.heads} head(s) of width {args.head_dim}, "
-          f"MLP {config.mlp_width}, {params} parameters; batch {args.batch} x {args.length} tokens; AdamW; float32 CPU")
+          f"MLP {config.mlp_width}, {params} parameters; batch {args.batch} x {args.length} tokens; AdamW; float32 CPU; {config.attention} attention")
     print(f"JAX {jax.__version__} on {len(jax.devices())} {jax.devices()[0].device_kind} device(s); "
           f"PyTorch {torch.__version__} with {torch.get_num_threads()} threads")
     print(f"equivalence: max |logit gap| at init {logit_gap:.1e}; max relative loss gap over 5 AdamW steps {loss_gap:.1e}")

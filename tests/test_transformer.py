@@ -139,6 +139,36 @@ def decode_and_score(q, x_BxL):
 
 
 @pytest.mark.parametrize("positions", POSITIONS)
+def test_fused_attention_implementation_matches_einsum(positions):
+    """attention="xla" (jax.nn.dot_product_attention, causal) gives the einsum path's logits and
+    gradients (float32, 1e-5), so it is still causal, and KV-cache decoding (always einsum) agrees with it."""
+    fused = config(positions, attention="xla")
+    graphdef, params = setup(config(positions), 4)
+    x = tokens()
+
+    def loss(graphdef, params):
+        return jax.nn.log_softmax(apply(graphdef, params, x), axis=-1).mean()
+
+    expected, expected_grads = jax.value_and_grad(loss, argnums=1)(graphdef, params)
+    got, got_grads = jax.value_and_grad(loss, argnums=1)(graphdef_for(fused), params)
+    np.testing.assert_allclose(got, expected, atol=ATOL, rtol=RTOL)
+    for g, e in zip(jax.tree.leaves(got_grads), jax.tree.leaves(expected_grads)):
+        np.testing.assert_allclose(g, e, atol=ATOL, rtol=RTOL)
+    np.testing.assert_allclose(apply(graphdef_for(fused), params, x), apply(graphdef, params, x), atol=ATOL, rtol=RTOL)
+    stepped, _, full = decode_and_score(TransformerPredictor(fused, params), tokens(length=CONTEXT))
+    np.testing.assert_allclose(stepped[:, :CONTEXT], full, atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.skipif(jax.default_backend() != "gpu", reason="cuDNN attention needs an NVIDIA GPU")
+def test_cudnn_attention_matches_einsum_on_a_gpu():
+    """attention="cudnn" (bfloat16 activations) gives the einsum path's logits to bfloat16 accuracy."""
+    cudnn, einsum = config(attention="cudnn", dtype="bfloat16"), config(dtype="bfloat16")
+    graphdef, params = setup(einsum, 5)
+    got = np.asarray(apply(graphdef_for(cudnn), params, tokens()), np.float32)
+    np.testing.assert_allclose(got, np.asarray(apply(graphdef, params, tokens()), np.float32), atol=0.05, rtol=0.05)
+
+
+@pytest.mark.parametrize("positions", POSITIONS)
 def test_kv_cache_decoding_matches_full_pass(positions):
     """init_state + step over a full-context sequence = log_conditionals (1e-5); past the context -inf."""
     cfg = config(positions)
@@ -228,6 +258,9 @@ def test_vmap_over_init_keys_gives_distinct_models_and_one_compilation():
         (dict(layer_norm_eps=0.0), "layer_norm_eps"),
         (dict(param_dtype="int32"), "param_dtype"),
         (dict(myopic=1), "myopic"),
+        (dict(attention="flash"), "attention"),
+        (dict(attention="xla", myopic=True), "myopic"),
+        (dict(attention="cudnn"), "dtype"),
     ],
 )
 def test_config_validation(overrides, field):

@@ -35,6 +35,11 @@ from flax import nnx
 from jaxtyping import Array, Bool, Float, Int
 
 POSITIONS = ("learned", "rotary")
+# How the full (teacher-forced) pass attends: "einsum" materialises the [B, H, L, L] scores (exact
+# softmax, supports myopic mode); "xla" and "cudnn" call jax.nn.dot_product_attention with that
+# implementation, causal ("cudnn": cuDNN flash attention, NVIDIA GPUs with float16 or bfloat16
+# activations, scores never materialised). The cached decoding step always uses "einsum".
+ATTENTION = ("einsum", "xla", "cudnn")
 _EMBED_INIT = nnx.initializers.normal(stddev=0.02)
 
 
@@ -60,6 +65,7 @@ class TransformerConfig:
     param_dtype: str = "float32"  # dtype of parameters (explicit: tests run with x64 on)
     dtype: str = "float32"  # dtype of activations, logits and the key-value cache
     myopic: bool = False  # stop gradients into keys/values of earlier positions (training only)
+    attention: str = "einsum"  # the full pass's attention implementation: one of ATTENTION
 
     def __post_init__(self):
         minimums = {"vocab_size": 1, "context": 1, "num_layers": 0, "d_model": 1, "num_heads": 1}
@@ -95,6 +101,12 @@ class TransformerConfig:
             object.__setattr__(self, name, jnp.dtype(value).name)
         if not isinstance(self.myopic, bool):
             raise ValueError(f"myopic must be a bool, got {self.myopic!r}")
+        if self.attention not in ATTENTION:
+            raise ValueError(f"attention must be one of {ATTENTION}, got {self.attention!r}")
+        if self.myopic and self.attention != "einsum":
+            raise ValueError(f"myopic mode needs attention='einsum' (it edits the scores), got {self.attention!r}")
+        if self.attention == "cudnn" and self.dtype not in ("float16", "bfloat16"):
+            raise ValueError(f"attention='cudnn' takes float16 or bfloat16 activations; set dtype (got {self.dtype!r})")
 
     @property
     def bos(self) -> int:
@@ -195,8 +207,11 @@ class Attention(nnx.Module):
         """Causal attention over the whole sequence (position t attends to positions <= t)."""
         length = x_BxLxD.shape[1]
         q, k, v = self.project(x_BxLxD, jnp.arange(length, dtype=jnp.int32))
-        causal_LxL = jnp.tril(jnp.ones((length, length), bool))
-        out_BxLxHxK = attend(q, k, v, causal_LxL, myopic=self.config.myopic)
+        if self.config.attention == "einsum":
+            causal_LxL = jnp.tril(jnp.ones((length, length), bool))
+            out_BxLxHxK = attend(q, k, v, causal_LxL, myopic=self.config.myopic)
+        else:
+            out_BxLxHxK = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=self.config.attention)
         return self.out(out_BxLxHxK.reshape(x_BxLxD.shape[:2] + (self.qkv.out_features // 3,)))
 
     def decode(self, x_Bx1xD, position, keys_BxCxHxK, values_BxCxHxK):
