@@ -159,6 +159,14 @@ def test_fused_attention_implementation_matches_einsum(positions):
     np.testing.assert_allclose(stepped[:, :CONTEXT], full, atol=ATOL, rtol=RTOL)
 
 
+@pytest.mark.skipif(jax.default_backend() == "gpu", reason="checks the error off a GPU")
+def test_cudnn_attention_off_a_gpu_is_a_clear_error():
+    """A model configured for cuDNN attention raises a ValueError naming the setting when it runs elsewhere."""
+    cfg = config(attention="cudnn", dtype="bfloat16")
+    with pytest.raises(ValueError, match="attention='cudnn'"):
+        apply(*setup(cfg), tokens())
+
+
 @pytest.mark.skipif(jax.default_backend() != "gpu", reason="cuDNN attention needs an NVIDIA GPU")
 def test_cudnn_attention_matches_einsum_on_a_gpu():
     """attention="cudnn" (bfloat16 activations) gives the einsum path's logits to bfloat16 accuracy."""

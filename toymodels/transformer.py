@@ -211,6 +211,9 @@ class Attention(nnx.Module):
             causal_LxL = jnp.tril(jnp.ones((length, length), bool))
             out_BxLxHxK = attend(q, k, v, causal_LxL, myopic=self.config.myopic)
         else:
+            if self.config.attention == "cudnn" and jax.default_backend() != "gpu":
+                raise ValueError(f"attention='cudnn' needs an NVIDIA GPU, but JAX runs on {jax.default_backend()}; "
+                                 "use attention='xla' or 'einsum' there")
             out_BxLxHxK = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=self.config.attention)
         return self.out(out_BxLxHxK.reshape(x_BxLxD.shape[:2] + (self.qkv.out_features // 3,)))
 
