@@ -21,7 +21,6 @@ from toymodels.processes.hmm import HMMProcess
 V, S, L = 3, 2, 4
 # Every sequence over ids 0..V (id V is impossible for every author): 256 rows, one shape for all tests.
 WITH_IMPOSSIBLE = bf.all_sequences(V + 1, L)
-LOG_ATOL = 1e-9  # log-space agreement with the float64 oracle (a relative error of 1e-9)
 STYLES = (
     "dense",
     "sparse",

@@ -19,7 +19,6 @@ from toymodels.processes.hashing import (
     hash_then_payload,
 )
 
-LOG_ATOL = 1e-9
 ROWS = 512
 # (V, m, k, custom tail): V = 2 with a two-digit hash over a four-digit payload, and V = 3 with an
 # HMM tail.

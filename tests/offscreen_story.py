@@ -20,7 +20,6 @@ from toymodels.processes.offscreen import offscreen
 SHAPES = ((1, 1), (2, 3))
 LENGTH = 4  # one full document plus one EOD, and every shorter prefix
 MAX_PREFIX = LENGTH  # the longest prefix the oracle tabulates
-LOG_ATOL = 1e-9
 FEW = max(5, settings().max_examples // 5)
 
 

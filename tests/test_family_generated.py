@@ -34,7 +34,6 @@ from toymodels.processes.standard import random_hmm as random_hmm_process
 V = 3
 LENGTH = 4
 ATOL = 1e-12
-LOG_ATOL = 1e-9
 FEW = max(5, settings().max_examples // 5)
 seeds = st.integers(0, 2**32 - 1)
 

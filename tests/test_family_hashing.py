@@ -26,7 +26,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from hashing_worlds import (
-    LOG_ATOL,
     ROWS,
     blind_world,
     data_world,
@@ -35,7 +34,7 @@ from hashing_worlds import (
 )
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
-from log_checks import assert_log_matches
+from log_checks import LOG_ATOL, assert_log_matches
 from wrappers import Constant
 
 from theory.divergence import forward_kl, generation_kl, total_variation

@@ -19,7 +19,6 @@ from brute_force_personas import (
     ATOL,
     LENGTH,
     ROWS,
-    assert_log_matches,
     enumerate_sequences,
     expected_speaker,
     log_prefix,
@@ -30,6 +29,7 @@ from brute_force_personas import (
 )
 from hypothesis import given
 from hypothesis import strategies as st
+from log_checks import assert_log_matches
 
 from toymodels.processes.personas import persona_stage, random_persona_stage, restrict_prior
 from toymodels.processes.registry import catalog, make_process

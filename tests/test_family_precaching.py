@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from log_checks import LOG_ATOL
 
 from toymodels.processes.precaching import markov_control, operation_table, precaching, repeat_probability
 from toymodels.processes.registry import families, make_process
@@ -28,7 +29,6 @@ from toymodels.processes.registry import families, make_process
 # shape is a compilation (several seconds on a loaded 2-core machine), so the list is short.
 SHAPES = ((2, 1), (3, 2))
 OPERATIONS = ("sum", "permutation")
-LOG_ATOL = 1e-9
 FEW = max(5, settings().max_examples // 5)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from hypothesis import given, note
 from hypothesis import strategies as st
+from log_checks import assert_log_matches
 
 from toymodels.processes.registry import catalog, make_process
 from toymodels.processes.waluigi import waluigi
@@ -25,7 +26,6 @@ from toymodels.processes.waluigi import waluigi
 LENGTH = 4
 ROWS = 625  # (V + 1)^4 for V = 4, the largest enumeration; smaller ones are padded by repetition.
 ATOL = 1e-12  # posteriors: float64 round-off on length-4 products is ~1e-15
-LOG_ATOL = 1e-9  # log-probabilities against the float64 oracle
 
 
 # --------------------------------------------------------------------------------------------------
@@ -110,13 +110,6 @@ def library(process, seqs) -> dict:
         "post_w": persona[..., 1],
         "post_revealed": np.asarray(process.posterior(seqs, "revealed"))[..., 1],
     }
-
-
-def assert_log_matches(log_lib, prob_ref):
-    assert not np.any(np.isnan(log_lib))
-    zero = prob_ref == 0
-    assert np.all(np.isneginf(log_lib[zero]))
-    np.testing.assert_allclose(log_lib[~zero], np.log(prob_ref[~zero]), rtol=0, atol=LOG_ATOL)
 
 
 # --------------------------------------------------------------------------------------------------

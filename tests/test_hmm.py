@@ -37,9 +37,6 @@ IMPOSSIBLE_OFFSETS = (0, 5)
 LENGTHS = (0, 1, 4)
 FULL = 4
 
-# Log-space agreement with the float64 oracle: |log p_lib - log p_ref| <= LOG_ATOL is a relative error
-# of 1e-9 on the probability, far above float64 round-off for L <= 4 and S <= 3, far below any real error.
-LOG_ATOL = 1e-9
 
 
 def enumerate_with_impossible(vocab_size: int, length: int) -> np.ndarray:

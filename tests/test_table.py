@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
-from log_checks import assert_log_matches
+from log_checks import LOG_ATOL, assert_log_matches
 from scipy.special import logsumexp
 from strategies import hmms_of_shapes
 
@@ -34,7 +34,6 @@ from toymodels.processes.table import TableProcess
 TABLE_SHAPES = ((1, 3), (2, 4), (3, 3), (3, 2))
 TABLE_STYLES = ("dense", "sparse", "dead_first_token", "point_mass")
 ROWS = 625  # (V + 2)^L <= 5^4
-LOG_ATOL = 1e-9  # relative error 1e-9 on probabilities: far above float64 round-off, far below any bug
 FEW = max(5, settings().max_examples // 5)
 
 
