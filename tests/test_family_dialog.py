@@ -16,7 +16,6 @@ from brute_force_personas import (
     ATOL,
     LENGTH,
     ROWS,
-    assert_log_matches,
     dialog_oracle,
     enumerate_sequences,
     log_prefix,
@@ -25,6 +24,7 @@ from brute_force_personas import (
 )
 from hypothesis import given
 from hypothesis import strategies as st
+from log_checks import assert_log_matches
 
 from toymodels.processes.dialog import coupled_dialog, dialog, random_dialog
 from toymodels.processes.registry import catalog, make_process
