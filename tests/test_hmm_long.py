@@ -213,3 +213,73 @@ def test_float32_near_deterministic_rare_tokens():
     expected = np.log(bf.hmm_sequence_probs(transitions, initial, tokens))
     got = np.asarray(HMMProcess(transitions, initial).log_prob(tokens), np.float64)
     np.testing.assert_allclose(got, expected, rtol=0, atol=0.01)
+
+
+# --------------------------------------------------------------------------------------------------
+# log_prob's blocks: it normalises once per block of tokens and falls back to stepwise normalisation
+# where a block's mass would underflow; block edges, remainders and the fallback against closed forms.
+# --------------------------------------------------------------------------------------------------
+
+BLOCKED_LENGTH = 29  # three blocks of 8 and a remainder of 5
+
+
+def rare_token_process(rare: float, dtype):
+    """State 0 emits 0 with probability 1 - rare and 1 with probability `rare`, staying; token 2 is
+    impossible from it (only the unreachable state 1 emits it). A general-structure HMM."""
+    transitions = np.zeros((3, 2, 2))
+    transitions[0, 0, 0], transitions[1, 0, 0] = 1 - rare, rare
+    transitions[2, 1, 1] = 1.0
+    return HMMProcess(transitions.astype(dtype), np.array([1.0, 0.0], dtype))
+
+
+@pytest.mark.parametrize("dtype, rare", [(np.float32, 1e-5), (np.float64, 1e-40)])
+def test_log_prob_of_blocks_whose_mass_underflows(dtype, rare):
+    """Eight rare tokens have probability rare^8 (1e-40 in float32, 1e-320 in float64), below the
+    smallest normal number: an unnormalised block would lose them. log_prob still equals the closed
+    form n0 log(1 - rare) + n1 log(rare) on every row of a batch that mixes rare runs at and across
+    block edges, common rows, and an impossible token or id early, mid-block or in the remainder (-inf,
+    and the rows beside them unaffected)."""
+    rows = [np.ones(BLOCKED_LENGTH, int), np.zeros(BLOCKED_LENGTH, int)]
+    across_edge = np.zeros(BLOCKED_LENGTH, int)
+    across_edge[5:21] = 1  # 16 rare tokens starting mid-block
+    in_remainder = np.zeros(BLOCKED_LENGTH, int)
+    in_remainder[20:] = 1
+    rows += [across_edge, in_remainder]
+    impossible = []
+    for position, token in ((3, 2), (10, 2), (27, 2), (12, 3)):
+        row = np.ones(BLOCKED_LENGTH, int)
+        row[position] = token
+        impossible.append(row)
+    tokens = np.stack(rows + impossible)
+
+    process = rare_token_process(rare, dtype)
+    log_prob = np.asarray(process.log_prob(tokens), np.float64)
+
+    rare_in_dtype = float(dtype(rare))  # the parameter as the process holds it
+    common_in_dtype = float(dtype(1 - rare))
+    count_rare = (tokens[: len(rows)] == 1).sum(axis=1)
+    expected = count_rare * np.log(rare_in_dtype) + (BLOCKED_LENGTH - count_rare) * np.log(common_in_dtype)
+    # Each step's mass has a relative error of a few eps, i.e. an absolute error of a few eps in its log.
+    tolerance = 4 * BLOCKED_LENGTH * np.finfo(dtype).eps
+    np.testing.assert_allclose(log_prob[: len(rows)], expected, rtol=tolerance, atol=tolerance)
+    assert np.all(log_prob[len(rows) :] == -np.inf)
+
+
+@given(hmms_of_shapes(), st.sampled_from((5, 8, 19)), st.integers(0, 2**32 - 1))
+def test_log_prob_at_block_edges_matches_numpy_forward(hmm, length, seed):
+    """Shorter than a block, exactly one block, blocks and a remainder: log_prob equals the NumPy
+    forward pass on sampled sequences, uniformly random ones (often impossible) and sequences with an
+    out-of-vocabulary id."""
+    transitions, initial = hmm
+    vocab = transitions.shape[0]
+    rng = np.random.default_rng(seed)
+    tokens = np.concatenate([
+        bf.hmm_sample(transitions, initial, 4, length, rng),
+        rng.integers(vocab, size=(3, length)),
+        rng.integers(vocab + 1, size=(1, length)),
+    ])
+    log_prob = np.asarray(HMMProcess(transitions, initial).log_prob(tokens))
+    expected = np.array([bf.hmm_forward(transitions, initial, row)[0][-1] for row in tokens])
+    np.testing.assert_array_equal(np.isneginf(log_prob), np.isneginf(expected))
+    finite = np.isfinite(expected)
+    np.testing.assert_allclose(log_prob[finite], expected[finite], rtol=1e-10, atol=1e-10)

@@ -286,25 +286,71 @@ def _filter(process: _Recursion, tokens, *, want_conditionals: bool, want_belief
     return log_steps, log_next, beliefs
 
 
+# log_prob filters blocks of this many tokens between normalisations (see _log_likelihood).
+_BLOCK = 8
+
+
 @jax.jit
 def _log_likelihood(process: _Recursion, tokens):
     """log P(x) [B]: the filter without the bookkeeping that conditionals and beliefs need.
 
-    An impossible token leaves an all-zero belief (its mass 0 is divided by 1, not by 0), so every
-    later mass is 0 and the sum of logs is -inf with no flag carried through the loop; ids >= V
-    are caught outside it."""
-    batch = tokens.shape[0]
+    Normalising the belief costs a row sum and a division per token, about as much as the product itself
+    at small S, and log_prob only needs the masses. So the recursion runs unnormalised through a block of
+    _BLOCK tokens, u <- u T[x], and normalises once per block: P(block | past) is the block's final mass.
+    Underflow is the only risk, and it is checked rather than assumed away (see _safe_mass); a block
+    whose mass falls below the safe level (rare tokens, impossible ones) is recomputed one normalised
+    step at a time, as the stepwise filter would. An impossible token (mass 0, or an id >= V) makes the
+    sequence -inf; its belief restarts from `initial` so that later blocks stay on the fast path."""
+    batch, length = tokens.shape
     in_vocab = tokens < process.vocab_size
     safe_LxB = jnp.where(in_vocab, tokens, 0).T
+    num_blocks = length // _BLOCK
+    belief0 = jnp.broadcast_to(process.initial, (batch, process.num_states))
 
-    def body(belief, token):
+    blocks = safe_LxB[: num_blocks * _BLOCK].reshape(num_blocks, _BLOCK, batch)
+    belief, log_masses = jax.lax.scan(partial(_filter_block, process), belief0, blocks)
+    log_prob = log_masses.sum(axis=0)
+    if length % _BLOCK:
+        log_prob = log_prob + _filter_block(process, belief, safe_LxB[num_blocks * _BLOCK :])[1]
+    return jnp.where(in_vocab.all(axis=1), log_prob, -jnp.inf)
+
+
+def _safe_mass(process: _Recursion, dtype) -> float:
+    """The smallest final mass for which an unnormalised block is as accurate as a normalised one.
+
+    Every T[x] is substochastic, so the total mass only shrinks within a block and ends at its minimum,
+    and an error in the forward vector is never amplified. The only error beyond ordinary rounding is a
+    product that falls below the smallest normal number `tiny` (flushed to zero, as XLA:CPU does, or
+    kept as a subnormal), which is off by less than `tiny`; a block forms at most _BLOCK * S * (S + 1)
+    products. If the final mass is at least that many `tiny`s divided by eps, those errors together are
+    under one ulp of it (S = 32: 8e-28 in float32, 8e-289 in float64)."""
+    info = jnp.finfo(dtype)
+    products = _BLOCK * process.num_states * (process.num_states + 1)
+    return float(info.tiny) * products / float(info.eps)
+
+
+def _filter_block(process: _Recursion, belief, tokens_KxB):
+    """(belief after the block, log P(block | past) [B]) from a normalised belief."""
+    unnormalised = belief
+    for token in tokens_KxB:
+        unnormalised = _joint_next(process, unnormalised, token)
+    mass = unnormalised.sum(axis=-1)
+    fast = (unnormalised / jnp.where(mass > 0, mass, 1.0)[:, None], jnp.log(mass))
+    underflow = mass < _safe_mass(process, mass.dtype)
+    stepwise = lambda: _filter_block_stepwise(process, belief, tokens_KxB, underflow, fast)
+    return jax.lax.cond(underflow.any(), stepwise, lambda: fast)
+
+
+def _filter_block_stepwise(process: _Recursion, belief, tokens_KxB, redo, fast):
+    """_filter_block for the rows in `redo`, normalising after every token (the other rows keep `fast`)."""
+    log_mass = jnp.zeros(belief.shape[:1], belief.dtype)
+    for token in tokens_KxB:
         unnormalised = _joint_next(process, belief, token)
         mass = unnormalised.sum(axis=-1)
-        return unnormalised / jnp.where(mass > 0, mass, 1.0)[:, None], mass
-
-    belief0 = jnp.broadcast_to(process.initial, (batch, process.num_states))
-    _, masses_LxB = jax.lax.scan(body, belief0, safe_LxB, unroll=4)
-    return jnp.where(in_vocab.all(axis=1), jnp.log(masses_LxB).sum(axis=0), -jnp.inf)
+        belief = unnormalised / jnp.where(mass > 0, mass, 1.0)[:, None]
+        log_mass = log_mass + jnp.log(mass)
+    belief = jnp.where((log_mass > -jnp.inf)[:, None], belief, process.initial)  # restart dead rows
+    return jnp.where(redo[:, None], belief, fast[0]), jnp.where(redo, log_mass, fast[1])
 
 
 def _inverse_cdf(cumulative_NxK, last_N, u_N):
