@@ -5,7 +5,9 @@ the edge-emitting form T[v, i, j] = B[i, v] A[i, j]; batch 1024, length 256, flo
 computes log P(x_1..x_L) for every sequence. Useful work is counted as 2 S^2 flops per token (one
 belief-times-transition product) and compared with a float32 matmul timed here too.
 
-Targets (issue 2): at least 5x dynamax's filter and 20x hmmlearn's fastest implementation.
+Targets (issue 2): at least 5x dynamax's filter and 20x hmmlearn's fastest implementation. The run also
+times toymodels' log_conditionals on the same batch (all next-token distributions, what
+theory.divergence reads), for reference; it has no peer here.
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ def main() -> None:
             "toymodels": lambda: process.log_prob(tokens).block_until_ready(),
             "toymodels (generic step)": lambda: generic.log_prob(tokens).block_until_ready(),
             "dynamax hmm_filter": lambda: dynamax_log_prob(tokens).block_until_ready(),
+            # Not a contender: every next-token distribution, [B, L, V], as theory.divergence reads them.
+            "toymodels log_conditionals": lambda: process.log_conditionals(tokens).block_until_ready(),
         },
         args.repeats,
     )
