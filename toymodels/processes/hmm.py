@@ -5,7 +5,8 @@ tokens is b_t(j) = P(state j | x_1..x_t) (b_0 = pi); one normalised filtering re
 
     u = b_t T[x_{t+1}],   p(x_{t+1} | x_<=t) = sum_j u_j,   b_{t+1} = u / sum_j u_j
 
-gives log-probabilities, next-token conditionals and belief states in a single `lax.scan`.
+gives next-token conditionals and belief states in a single `lax.scan`. log_prob needs only the masses,
+so it normalises once per block of tokens instead of after each (see _log_likelihood).
 
 Two common structures have a cheaper step, detected exactly when the process is built:
   emit_then_move  T[v, i, j] = B[i, v] A[i, j]  (a standard HMM: emit from the current state, then move)
