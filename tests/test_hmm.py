@@ -85,6 +85,19 @@ def test_log_conditionals_match_enumeration(hmm):
 
 
 @given(hmms_of_shapes())
+def test_empty_sequences(hmm):
+    """Length 0: log_prob 0 (the empty sequence is certain), no conditionals ([B, 0, V]) and the
+    initial distribution as the only belief ([B, 1, S])."""
+    transitions, initial = hmm
+    vocab, states, _ = transitions.shape
+    process = HMMProcess(transitions, initial)
+    tokens = np.zeros((3, 0), np.int64)
+    np.testing.assert_array_equal(np.asarray(process.log_prob(tokens)), np.zeros(3))
+    assert process.log_conditionals(tokens).shape == (3, 0, vocab)
+    np.testing.assert_array_equal(np.asarray(process.belief_states(tokens)), np.broadcast_to(initial, (3, 1, states)))
+
+
+@given(hmms_of_shapes())
 def test_belief_states_match_enumeration(hmm):
     """belief_states[t] == P(state after t tokens | x_<=t) by enumeration; entry 0 is the initial
     distribution; after an impossible token the belief stays at the last possible belief."""

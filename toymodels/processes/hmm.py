@@ -285,9 +285,9 @@ def _filter(process: _Recursion, tokens, *, want_conditionals: bool, want_belief
 
     _, (log_next, beliefs) = jax.lax.scan(body, (belief0, alive0), tokens.T)
     if log_next is not None:
-        log_next = jnp.swapaxes(log_next.reshape(length, batch, -1), 0, 1)
+        log_next = jnp.swapaxes(log_next.reshape(length, batch, process.vocab_size), 0, 1)
     if beliefs is not None:
-        beliefs = jnp.swapaxes(beliefs.reshape(length, batch, -1), 0, 1)
+        beliefs = jnp.swapaxes(beliefs.reshape(length, batch, process.num_states), 0, 1)
         beliefs = jnp.concatenate([belief0[:, None], beliefs], axis=1)
     return log_next, beliefs
 
