@@ -315,10 +315,8 @@ def _log_likelihood(process: _Recursion, tokens):
 
     blocks = safe_LxB[: num_blocks * _BLOCK].reshape(num_blocks, _BLOCK, batch)
     belief, log_masses = jax.lax.scan(partial(_filter_block, process), belief0, blocks)
-    log_prob = log_masses.sum(axis=0)
-    if length % _BLOCK:
-        log_prob = log_prob + _filter_block(process, belief, safe_LxB[num_blocks * _BLOCK :])[1]
-    return jnp.where(in_vocab.all(axis=1), log_prob, -jnp.inf)
+    _, log_remainder = _filter_stepwise(process, belief, safe_LxB[num_blocks * _BLOCK :])
+    return jnp.where(in_vocab.all(axis=1), log_masses.sum(axis=0) + log_remainder, -jnp.inf)
 
 
 def _safe_mass(process: _Recursion, dtype) -> float:
@@ -336,27 +334,36 @@ def _safe_mass(process: _Recursion, dtype) -> float:
 
 
 def _filter_block(process: _Recursion, belief, tokens_KxB):
-    """(belief after the block, log P(block | past) [B]) from a normalised belief."""
+    """(belief after the block, log P(block | past) [B]) from a normalised belief: unnormalised through
+    the block (unrolled), or stepwise for the rows whose mass fell below _safe_mass."""
     unnormalised = belief
     for token in tokens_KxB:
         unnormalised = _joint_next(process, unnormalised, token)
     mass = unnormalised.sum(axis=-1)
     fast = (unnormalised / jnp.where(mass > 0, mass, 1.0)[:, None], jnp.log(mass))
-    underflow = mass < _safe_mass(process, mass.dtype)
-    stepwise = lambda: _filter_block_stepwise(process, belief, tokens_KxB, underflow, fast)
-    return jax.lax.cond(underflow.any(), stepwise, lambda: fast)
+    redo = mass < _safe_mass(process, mass.dtype)
+
+    def stepwise():
+        exact = _filter_stepwise(process, belief, tokens_KxB)
+        return jnp.where(redo[:, None], exact[0], fast[0]), jnp.where(redo, exact[1], fast[1])
+
+    return jax.lax.cond(redo.any(), stepwise, lambda: fast)
 
 
-def _filter_block_stepwise(process: _Recursion, belief, tokens_KxB, redo, fast):
-    """_filter_block for the rows in `redo`, normalising after every token (the other rows keep `fast`)."""
-    log_mass = jnp.zeros(belief.shape[:1], belief.dtype)
-    for token in tokens_KxB:
+def _filter_stepwise(process: _Recursion, belief, tokens_KxB):
+    """The normalised recursion over a few tokens: (belief after them, sum of their log masses [B]).
+    Rare (underflowing blocks, the tokens after the last whole block), so a loop, not unrolled: it
+    costs one step's compilation. A row that meets an impossible token gets -inf and restarts from
+    `initial`, so that later blocks stay on the fast path."""
+
+    def step(carry, token):
+        belief, log_mass = carry
         unnormalised = _joint_next(process, belief, token)
         mass = unnormalised.sum(axis=-1)
-        belief = unnormalised / jnp.where(mass > 0, mass, 1.0)[:, None]
-        log_mass = log_mass + jnp.log(mass)
-    belief = jnp.where((log_mass > -jnp.inf)[:, None], belief, process.initial)  # restart dead rows
-    return jnp.where(redo[:, None], belief, fast[0]), jnp.where(redo, log_mass, fast[1])
+        return (unnormalised / jnp.where(mass > 0, mass, 1.0)[:, None], log_mass + jnp.log(mass)), None
+
+    (belief, log_mass), _ = jax.lax.scan(step, (belief, jnp.zeros(belief.shape[:1], belief.dtype)), tokens_KxB)
+    return jnp.where((log_mass > -jnp.inf)[:, None], belief, process.initial), log_mass
 
 
 def _inverse_cdf(cumulative_NxK, last_N, u_N):
