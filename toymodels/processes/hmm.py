@@ -305,8 +305,8 @@ def _log_likelihood(process: _Recursion, tokens):
     _BLOCK tokens, u <- u T[x], and normalises once per block: P(block | past) is the block's final mass.
     Underflow is the only risk, and it is checked rather than assumed away (see _safe_mass); a block
     whose mass falls below the safe level (rare tokens, impossible ones) is recomputed one normalised
-    step at a time, as the stepwise filter would. An impossible token (mass 0, or an id >= V) makes the
-    sequence -inf; its belief restarts from `initial` so that later blocks stay on the fast path."""
+    step at a time, as are the tokens after the last whole block. An impossible token (mass 0, or an
+    id >= V) makes the sequence -inf."""
     batch, length = tokens.shape
     in_vocab = tokens < process.vocab_size
     safe_LxB = jnp.where(in_vocab, tokens, 0).T
