@@ -49,7 +49,7 @@ from toymodels.optimizer import OptimizerConfig, make_optimizer
 from toymodels.processes import mess3, random_hmm
 from toymodels.sharding import make_mesh, replicated
 from toymodels.training import TrainConfig, compiled_step, init_state, init_states, train_step
-from toymodels.transformer import TransformerConfig, apply, graphdef_for
+from toymodels.transformer import ATTENTION, TransformerConfig, apply, graphdef_for
 
 OPTIMIZER = OptimizerConfig(learning_rate=1e-3, schedule="constant", warmup_fraction=0.0)
 
@@ -234,7 +234,7 @@ def main() -> None:
     parser.add_argument("--sweep-seeds", type=int, default=64, help="seeds in one program for --mode scaling")
     parser.add_argument("--dtype", default="float32", help="activation dtype of the model (--mode scaling only; "
                         "e.g. bfloat16 on an accelerator); parameters stay float32")
-    parser.add_argument("--attention", default="einsum", choices=("einsum", "xla", "cudnn"),
+    parser.add_argument("--attention", default="einsum", choices=ATTENTION,
                         help="the model's attention implementation (TransformerConfig.attention; cudnn: NVIDIA GPU "
                              "with --dtype bfloat16 or float16)")
     parser.add_argument("--matmul-size", type=int, default=None, help="reference matmul size (default 2048 on a "

@@ -38,7 +38,6 @@ LENGTHS = (0, 1, 4)
 FULL = 4
 
 
-
 def enumerate_with_impossible(vocab_size: int, length: int) -> np.ndarray:
     """[ROWS, length]: all of (V+2)^length (ids V and V+5 are impossible), rows repeated up to ROWS."""
     symbols = list(range(vocab_size)) + [vocab_size + k for k in IMPOSSIBLE_OFFSETS]

@@ -351,19 +351,19 @@ def _filter_block(process: _Recursion, belief, tokens_KxB):
 
 
 def _filter_stepwise(process: _Recursion, belief, tokens_KxB):
-    """The normalised recursion over a few tokens: (belief after them, sum of their log masses [B]).
-    Rare (underflowing blocks, the tokens after the last whole block), so a loop, not unrolled: it
-    costs one step's compilation. A row that meets an impossible token gets -inf and restarts from
-    `initial`, so that later blocks stay on the fast path."""
+    """The normalised recursion (`_update`) over a few tokens: (belief after them, sum of their log
+    masses [B]). Rare (underflowing blocks, the tokens after the last whole block), so a loop, not
+    unrolled: it costs one step's compilation. A row that meets an impossible token gets -inf and
+    restarts from `initial`, so that later blocks stay on the fast path."""
 
     def step(carry, token):
-        belief, log_mass = carry
-        unnormalised = _joint_next(process, belief, token)
-        mass = unnormalised.sum(axis=-1)
-        return (unnormalised / jnp.where(mass > 0, mass, 1.0)[:, None], log_mass + jnp.log(mass)), None
+        belief, alive, log_mass = carry
+        belief, alive, mass = _update(process, belief, alive, token)
+        return (belief, alive, log_mass + jnp.log(mass)), None
 
-    (belief, log_mass), _ = jax.lax.scan(step, (belief, jnp.zeros(belief.shape[:1], belief.dtype)), tokens_KxB)
-    return jnp.where((log_mass > -jnp.inf)[:, None], belief, process.initial), log_mass
+    start = (belief, jnp.ones(belief.shape[:1], bool), jnp.zeros(belief.shape[:1], belief.dtype))
+    (belief, alive, log_mass), _ = jax.lax.scan(step, start, tokens_KxB)
+    return jnp.where(alive[:, None], belief, process.initial), log_mass
 
 
 def _inverse_cdf(cumulative_NxK, last_N, u_N):
