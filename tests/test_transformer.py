@@ -3,7 +3,10 @@
 Tolerances: two float32 computations of the same logits that differ only in the order of operations
 (jit versus eager, a masked cache of C slots versus a causal L x L pass) agree to a few float32 ulps of
 values of order 1-10; we allow ATOL = RTOL = 1e-5 (about 80 ulps at 1.0). Causality and myopia are
-exact: the gradients that must vanish are exactly zero, not small.
+exact: the gradients that must vanish are exactly zero, not small. Every test runs with full-precision
+matrix products (`exact_products`): on a GPU the default float32 product rounds to TF32, which moves
+logits by about 1e-3 and differently on two paths (the myopic diagonal is a reduction, the scores a
+matmul), far beyond these tolerances.
 """
 
 from __future__ import annotations
@@ -18,12 +21,28 @@ from flax import nnx
 from wrappers import ConditionalsOnly
 
 from theory.divergence import forward_kl
+from toymodels.precision import exact_products
 from toymodels.processes import mess3
 from toymodels.sampling import generate
-from toymodels.transformer import Linear, TransformerConfig, apply, graphdef_for, init_params, param_shapes
+from toymodels.transformer import (
+    Linear,
+    TransformerConfig,
+    apply,
+    attend,
+    embed_rows,
+    graphdef_for,
+    init_params,
+    param_shapes,
+)
 from toymodels.transformer_predictor import TransformerPredictor
 
 ATOL = RTOL = 1e-5
+
+
+@pytest.fixture(autouse=True)
+def _full_precision_products():
+    with exact_products():
+        yield
 CONTEXT, LENGTH, BATCH = 8, 7, 3
 POSITIONS = ["learned", "rotary"]
 
@@ -291,3 +310,36 @@ def test_linear_is_the_plain_affine_map_with_textbook_gradients():
     np.testing.assert_allclose(dx, np.einsum("blo,io->bli", g, kernel), rtol=1e-12)
     np.testing.assert_allclose(grads["kernel"], np.einsum("bli,blo->io", x, g), rtol=1e-12)
     np.testing.assert_allclose(grads["bias"], g.sum(axis=(0, 1)), rtol=1e-12)
+
+
+def test_embedding_by_one_hot_product_equals_the_gather():
+    """embed_rows' one-hot product (accelerators) gives the gather's rows and table gradient exactly."""
+    rng = np.random.default_rng(0)
+    table = jnp.asarray(rng.standard_normal((5, 4)), jnp.float32)
+    ids = jnp.asarray(rng.integers(0, 5, (3, 6)), jnp.int32)
+    weights = jnp.asarray(rng.standard_normal((3, 6, 4)), jnp.float32)
+    for one_hot in (False, True):
+        rows = embed_rows(table, ids, one_hot=one_hot)
+        np.testing.assert_array_equal(rows, np.asarray(table)[np.asarray(ids)])
+        gradient = jax.grad(lambda t, one_hot=one_hot: jnp.sum(embed_rows(t, ids, one_hot=one_hot) * weights))(table)
+        expected = np.zeros((5, 4), np.float32)
+        np.add.at(expected, np.asarray(ids), np.asarray(weights))
+        np.testing.assert_allclose(gradient, expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("myopic", [False, True])
+def test_attention_score_layouts_agree(myopic):
+    """attend with scores [B, H, S, T] (accelerators) = [B, H, T, S] (CPU), in values and in gradients."""
+    rng = np.random.default_rng(1)
+    q, k, v = (jnp.asarray(rng.standard_normal((2, 5, 3, 4)), jnp.float32) for _ in range(3))
+    causal = jnp.tril(jnp.ones((5, 5), bool))
+
+    def loss(q, k, v, keys_first):
+        out = attend(q, k, v, causal, myopic=myopic, keys_first=keys_first)
+        return jnp.sum(out * jnp.arange(out.size, dtype=out.dtype).reshape(out.shape) / out.size), out
+
+    (_, first), grads_first = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(q, k, v, True)
+    (_, last), grads_last = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(q, k, v, False)
+    np.testing.assert_allclose(first, last, rtol=RTOL, atol=ATOL)
+    for a, b in zip(grads_first, grads_last, strict=True):
+        np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
