@@ -41,6 +41,8 @@ POSITIONS = ("learned", "rotary")
 # activations, scores never materialised). The cached decoding step always uses "einsum".
 ATTENTION = ("einsum", "xla", "cudnn")
 _EMBED_INIT = nnx.initializers.normal(stddev=0.02)
+# Largest embedding table (vocabulary + BOS) that accelerators look up by a one-hot product (`embed_rows`).
+ONE_HOT_MAX_ROWS = 256
 
 
 def _check_int(name: str, value, minimum: int) -> None:
@@ -186,7 +188,10 @@ def embed_rows(table_VxD: Float[Array, "V D"], ids_BxT: Int[Array, "B T"], one_h
     1.6 ms of a 2.0 ms bfloat16 training step, and since the order of the additions varies from run to
     run, a resumed run's parameters differed in the last bit from an uninterrupted one's (with the
     product they are identical). The product's gradient is a matmul: fast and reproducible. It costs
-    memory B * T * V (toy vocabularies are small). A CPU keeps the gather: its scatter runs in order."""
+    memory B * T * V, so models use it up to ONE_HOT_MAX_ROWS rows (toy vocabularies are far smaller;
+    beyond, bit-for-bit reproducibility on a GPU needs XLA_FLAGS=--xla_gpu_deterministic_ops=true,
+    which made the 64-seed benchmark step 2.4x slower). A CPU keeps the gather: its scatter runs in
+    order."""
     if not one_hot:
         return jnp.take(table_VxD, ids_BxT, axis=0)
     onehot_BxTxV = jax.nn.one_hot(ids_BxT, table_VxD.shape[0], dtype=table_VxD.dtype)
@@ -305,7 +310,9 @@ class Transformer(nnx.Module):
 
         Rows are looked up in the parameters' dtype and cast afterwards (see `embed_rows`); positions
         0..T-1 are a slice, whose gradient is a sum over the batch rather than a scatter."""
-        h_BxTxD = embed_rows(self.embedding.embedding[...], inputs_BxT, one_hot=jax.default_backend() != "cpu")
+        table = self.embedding.embedding[...]
+        one_hot = jax.default_backend() != "cpu" and table.shape[0] <= ONE_HOT_MAX_ROWS
+        h_BxTxD = embed_rows(table, inputs_BxT, one_hot=one_hot)
         if self.config.positions == "learned":
             table = self.position_embedding[...]
             if positions_T is None:
