@@ -34,6 +34,8 @@ import numpy as np
 from flax import nnx
 from jaxtyping import Array, Bool, Float, Int
 
+from toymodels import precision
+
 POSITIONS = ("learned", "rotary")
 # How the full (teacher-forced) pass attends: "einsum" materialises the [B, H, L, L] scores (exact
 # softmax, supports myopic mode); "xla" and "cudnn" call jax.nn.dot_product_attention with that
@@ -195,7 +197,7 @@ def embed_rows(table_VxD: Float[Array, "V D"], ids_BxT: Int[Array, "B T"], one_h
     if not one_hot:
         return jnp.take(table_VxD, ids_BxT, axis=0)
     onehot_BxTxV = jax.nn.one_hot(ids_BxT, table_VxD.shape[0], dtype=table_VxD.dtype)
-    return jnp.einsum("btv,vd->btd", onehot_BxTxV, table_VxD, precision=jax.lax.Precision.HIGHEST)
+    return precision.einsum("btv,vd->btd", onehot_BxTxV, table_VxD)
 
 
 class Linear(nnx.Linear):
@@ -310,15 +312,15 @@ class Transformer(nnx.Module):
 
         Rows are looked up in the parameters' dtype and cast afterwards (see `embed_rows`); positions
         0..T-1 are a slice, whose gradient is a sum over the batch rather than a scatter."""
-        table = self.embedding.embedding[...]
-        one_hot = jax.default_backend() != "cpu" and table.shape[0] <= ONE_HOT_MAX_ROWS
-        h_BxTxD = embed_rows(table, inputs_BxT, one_hot=one_hot)
+        tokens_VxD = self.embedding.embedding[...]
+        one_hot = jax.default_backend() != "cpu" and tokens_VxD.shape[0] <= ONE_HOT_MAX_ROWS
+        h_BxTxD = embed_rows(tokens_VxD, inputs_BxT, one_hot=one_hot)
         if self.config.positions == "learned":
-            table = self.position_embedding[...]
+            positions_CxD = self.position_embedding[...]
             if positions_T is None:
-                h_BxTxD = h_BxTxD + table[: inputs_BxT.shape[1]][None]
+                h_BxTxD = h_BxTxD + positions_CxD[: inputs_BxT.shape[1]][None]
             else:
-                h_BxTxD = h_BxTxD + jnp.take(table, positions_T, axis=0, mode="clip")[None]
+                h_BxTxD = h_BxTxD + jnp.take(positions_CxD, positions_T, axis=0, mode="clip")[None]
         return h_BxTxD.astype(self.config.dtype)
 
     def embed(self, tokens_BxL: Int[Array, "B L"]) -> Float[Array, "B L D"]:
