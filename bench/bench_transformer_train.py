@@ -169,6 +169,13 @@ WORKLOADS = {
 }
 
 
+def model_config(process, sizes: dict, **fields) -> TransformerConfig:
+    """The benchmark's transformer for `process` with a workload's sizes (WORKLOADS' keys)."""
+    return TransformerConfig(vocab_size=process.vocab_size, context=sizes["length"], num_layers=sizes["layers"],
+                             d_model=sizes["d_model"], num_heads=sizes["heads"], head_dim=sizes["head_dim"],
+                             mlp_width=sizes["mlp"], **fields)
+
+
 def model_flops_per_step(config: TransformerConfig, batch: int, length: int) -> float:
     """3x the forward FLOPs of one step: the block and unembedding matmuls, and the attention score and
     value products over all L x L (query, key) pairs, as both frameworks compute them."""
@@ -248,9 +255,7 @@ def main() -> None:
     if args.matmul_size is None:
         args.matmul_size = 2048 if on_cpu else 8192
     process = args.process()
-    config = TransformerConfig(vocab_size=process.vocab_size, context=args.length, num_layers=args.layers,
-                               d_model=args.d_model, num_heads=args.heads, head_dim=args.head_dim, mlp_width=args.mlp,
-                               dtype=args.dtype, attention=args.attention)
+    config = model_config(process, vars(args), dtype=args.dtype, attention=args.attention)
     if args.mode == "scaling" or (args.mode == "auto" and not on_cpu):
         seed_scaling(args, process, config)
         return

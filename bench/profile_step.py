@@ -19,10 +19,10 @@ import tempfile
 
 import jax
 
-from bench_transformer_train import WORKLOADS, engine_runner
+from bench_transformer_train import WORKLOADS, engine_runner, model_config
 
 from toymodels.host import split_host_cpu
-from toymodels.transformer import ATTENTION, TransformerConfig
+from toymodels.transformer import ATTENTION
 
 
 def kernel_table(trace_dir: str, steps: int, top: int) -> list[str]:
@@ -60,10 +60,7 @@ def main() -> None:
     split_host_cpu()
     workload = WORKLOADS[args.workload]
     process = workload["process"]()
-    config = TransformerConfig(vocab_size=process.vocab_size, context=workload["length"],
-                               num_layers=workload["layers"], d_model=workload["d_model"],
-                               num_heads=workload["heads"], head_dim=workload["head_dim"],
-                               mlp_width=workload["mlp"], dtype=args.dtype, attention=args.attention)
+    config = model_config(process, workload, dtype=args.dtype, attention=args.attention)
     run = engine_runner(config, process, args.seeds, workload["batch"], workload["length"], args.steps)
     run()  # compile and warm up outside the trace
     with tempfile.TemporaryDirectory() as trace_dir:
