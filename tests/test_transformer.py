@@ -331,7 +331,8 @@ def test_embedding_by_one_hot_product_equals_the_gather():
 
 @pytest.mark.parametrize("myopic", [False, True])
 def test_attention_score_layouts_agree(myopic):
-    """attend with scores [B, H, S, T] (accelerators) = [B, H, T, S] (CPU), in values and in gradients."""
+    """attend with scores [B, H, S, T] (accelerators) = [B, H, T, S] (CPU), in values and in gradients;
+    without myopia both equal jax.nn.dot_product_attention."""
     rng = np.random.default_rng(1)
     q, k, v = (jnp.asarray(rng.standard_normal((2, 5, 3, 4)), jnp.float32) for _ in range(3))
     causal = jnp.tril(jnp.ones((5, 5), bool))
@@ -345,3 +346,5 @@ def test_attention_score_layouts_agree(myopic):
     np.testing.assert_allclose(first, last, rtol=RTOL, atol=ATOL)
     for a, b in zip(grads_first, grads_last, strict=True):
         np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
+    if not myopic:  # and both are attention as JAX's own implementation computes it
+        np.testing.assert_allclose(first, jax.nn.dot_product_attention(q, k, v, is_causal=True), rtol=RTOL, atol=ATOL)
