@@ -128,7 +128,8 @@ def test_parallel_sampler_on_a_long_batch():
 def test_parallel_sampling_is_chosen_on_accelerators_for_bounded_sizes(monkeypatch):
     from toymodels.processes import hmm
 
-    assert not hmm._parallel_sampling(8, 16, 64, 64)  # the tests run on CPU
+    monkeypatch.setattr(hmm.jax, "default_backend", lambda: "cpu")
+    assert not hmm._parallel_sampling(8, 16, 64, 64)
     monkeypatch.setattr(hmm.jax, "default_backend", lambda: "gpu")
     assert hmm._parallel_sampling(8, 16, 64, 64)
     assert not hmm._parallel_sampling(8, 16, 64, 0)
