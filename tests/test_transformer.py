@@ -35,6 +35,7 @@ from toymodels.transformer import (
     init_params,
     param_shapes,
 )
+from toymodels.pallas_attention import causal_attention
 from toymodels.transformer_predictor import TransformerPredictor
 
 ATOL = RTOL = 1e-5
@@ -197,6 +198,53 @@ def test_cudnn_attention_matches_einsum_on_a_gpu():
     np.testing.assert_allclose(got, np.asarray(apply(graphdef, params, tokens()), np.float32), atol=0.05, rtol=0.05)
 
 
+@pytest.mark.parametrize("length", [16, 37])
+def test_pallas_attention_matches_dot_product_attention(length):
+    """The fused kernel (run by JAX's interpreter, so on any backend) gives jax.nn.dot_product_attention's
+    values and gradients (float32, 1e-5): on one 16-wide tile, and on a length that is not a multiple of
+    16 (37: padded to 48, three tiles), with heads 4 wide (padded to 16)."""
+    rng = np.random.default_rng(length)
+    q, k, v, weights = (jnp.asarray(rng.standard_normal((2, length, 3, 4)), jnp.float32) for _ in range(4))
+
+    def loss(attention, q, k, v):
+        out = attention(q, k, v)
+        return jnp.sum(out * weights), out
+
+    fused = partial(causal_attention, interpret=True)
+    reference = partial(jax.nn.dot_product_attention, is_causal=True)
+    (_, got), got_grads = jax.value_and_grad(loss, argnums=(1, 2, 3), has_aux=True)(fused, q, k, v)
+    (_, expected), expected_grads = jax.value_and_grad(loss, argnums=(1, 2, 3), has_aux=True)(reference, q, k, v)
+    np.testing.assert_allclose(got, expected, atol=ATOL, rtol=RTOL)
+    for g, e in zip(got_grads, expected_grads, strict=True):
+        np.testing.assert_allclose(g, e, atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.skipif(jax.default_backend() == "gpu", reason="checks the error off a GPU")
+def test_pallas_attention_off_a_gpu_is_a_clear_error():
+    """A model configured for the fused kernel raises a ValueError naming the setting when it runs elsewhere."""
+    with pytest.raises(ValueError, match="attention='pallas'"):
+        apply(*setup(config(attention="pallas")), tokens())
+
+
+@pytest.mark.skipif(jax.default_backend() != "gpu", reason="the fused kernel compiles for NVIDIA GPUs")
+def test_pallas_attention_matches_einsum_on_a_gpu():
+    """attention="pallas" gives the einsum path's logits and gradients: float32 activations to 1e-3
+    (the kernel's products may round through TF32, about 1e-3 relative), bfloat16 to bfloat16 accuracy."""
+    for dtype, tolerance in (("float32", 1e-3), ("bfloat16", 0.05)):
+        fused, einsum = config(attention="pallas", dtype=dtype), config(dtype=dtype)
+        graphdef, params = setup(einsum, 6)
+        x = tokens()
+
+        def loss(graphdef, params):
+            return jax.nn.log_softmax(apply(graphdef, params, x).astype(jnp.float32), axis=-1).mean()
+
+        expected, expected_grads = jax.value_and_grad(loss, argnums=1)(graphdef, params)
+        got, got_grads = jax.value_and_grad(loss, argnums=1)(graphdef_for(fused), params)
+        np.testing.assert_allclose(got, expected, atol=tolerance, rtol=tolerance)
+        for g, e in zip(jax.tree.leaves(got_grads), jax.tree.leaves(expected_grads), strict=True):
+            np.testing.assert_allclose(g, e, atol=tolerance, rtol=tolerance)
+
+
 @pytest.mark.parametrize("positions", POSITIONS)
 def test_kv_cache_decoding_matches_full_pass(positions):
     """init_state + step over a full-context sequence = log_conditionals (1e-5); past the context -inf."""
@@ -290,6 +338,7 @@ def test_vmap_over_init_keys_gives_distinct_models_and_one_compilation():
         (dict(attention="flash"), "attention"),
         (dict(attention="xla", myopic=True), "myopic"),
         (dict(attention="cudnn"), "dtype"),
+        (dict(attention="pallas", dtype="float64"), "dtype"),
     ],
 )
 def test_config_validation(overrides, field):

@@ -34,14 +34,15 @@ import numpy as np
 from flax import nnx
 from jaxtyping import Array, Bool, Float, Int
 
-from toymodels import precision
+from toymodels import pallas_attention, precision
 
 POSITIONS = ("learned", "rotary")
 # How the full (teacher-forced) pass attends: "einsum" materialises the [B, H, L, L] scores (exact
 # softmax, supports myopic mode); "xla" and "cudnn" call jax.nn.dot_product_attention with that
 # implementation, causal ("cudnn": cuDNN flash attention, NVIDIA GPUs with float16 or bfloat16
-# activations, scores never materialised). The cached decoding step always uses "einsum".
-ATTENTION = ("einsum", "xla", "cudnn")
+# activations, scores never materialised); "pallas" is a fused Triton kernel (NVIDIA GPUs; see
+# toymodels.pallas_attention). The cached decoding step always uses "einsum".
+ATTENTION = ("einsum", "xla", "cudnn", "pallas")
 _EMBED_INIT = nnx.initializers.normal(stddev=0.02)
 # Largest embedding table (vocabulary + BOS) that accelerators look up by a one-hot product (`embed_rows`).
 ONE_HOT_MAX_ROWS = 256
@@ -111,6 +112,9 @@ class TransformerConfig:
             raise ValueError(f"myopic mode needs attention='einsum' (it edits the scores), got {self.attention!r}")
         if self.attention == "cudnn" and self.dtype not in ("float16", "bfloat16"):
             raise ValueError(f"attention='cudnn' takes float16 or bfloat16 activations; set dtype (got {self.dtype!r})")
+        if self.attention == "pallas" and self.dtype not in ("float32", "float16", "bfloat16"):
+            raise ValueError(f"attention='pallas' takes float32, float16 or bfloat16 activations; set dtype "
+                             f"(got {self.dtype!r})")
 
     @property
     def bos(self) -> int:
@@ -244,10 +248,13 @@ class Attention(nnx.Module):
             causal_LxL = jnp.tril(jnp.ones((length, length), bool))
             out_BxLxHxK = attend(q, k, v, causal_LxL, myopic=self.config.myopic)
         else:
-            if self.config.attention == "cudnn" and jax.default_backend() != "gpu":
-                raise ValueError(f"attention='cudnn' needs an NVIDIA GPU, but JAX runs on {jax.default_backend()}; "
-                                 "use attention='xla' or 'einsum' there")
-            out_BxLxHxK = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=self.config.attention)
+            if self.config.attention in ("cudnn", "pallas") and jax.default_backend() != "gpu":
+                raise ValueError(f"attention={self.config.attention!r} needs an NVIDIA GPU, but JAX runs on "
+                                 f"{jax.default_backend()}; use attention='xla' or 'einsum' there")
+            if self.config.attention == "pallas":
+                out_BxLxHxK = pallas_attention.causal_attention(q, k, v)
+            else:
+                out_BxLxHxK = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=self.config.attention)
         return self.out(out_BxLxHxK.reshape(x_BxLxD.shape[:2] + (self.qkv.out_features // 3,)))
 
     def decode(self, x_Bx1xD, position, keys_BxCxHxK, values_BxCxHxK):
