@@ -27,7 +27,8 @@ plus the attention score and value products over all L x L pairs, as both sides 
 by the step time, as a fraction of a float32 matmul (2048 x 2048 on a CPU) timed in the same run.
 
 On an accelerator (or with --mode scaling) the run instead measures the sweep target there: one program
-of --sweep-seeds seeds (default 64) against one model, tokens/s and FLOP utilisation of each.
+of --sweep-seeds seeds (default 64) against one model, tokens/s and FLOP utilisation of each (by default
+with bfloat16 activations, and on an NVIDIA GPU the fused attention kernel, attention="pallas").
 
 PyTorch is a benchmark-only dependency (`pip install -e '.[bench]'`); without it this prints a
 message and exits 0.
@@ -239,11 +240,11 @@ def main() -> None:
                         help="peer: against PyTorch on the CPU; scaling: many seeds vs one model (the accelerator "
                              "target); auto: peer on a CPU, scaling on an accelerator")
     parser.add_argument("--sweep-seeds", type=int, default=64, help="seeds in one program for --mode scaling")
-    parser.add_argument("--dtype", default="float32", help="activation dtype of the model (--mode scaling only; "
-                        "e.g. bfloat16 on an accelerator); parameters stay float32")
-    parser.add_argument("--attention", default="einsum", choices=ATTENTION,
-                        help="the model's attention implementation (TransformerConfig.attention; cudnn: NVIDIA GPU "
-                             "with --dtype bfloat16 or float16)")
+    parser.add_argument("--dtype", default=None, help="activation dtype of the model (other than float32: --mode "
+                        "scaling only); parameters stay float32. Default: bfloat16 on an accelerator, float32 on a CPU")
+    parser.add_argument("--attention", default=None, choices=ATTENTION,
+                        help="the model's attention implementation (TransformerConfig.attention; cudnn and pallas: "
+                             "NVIDIA GPU). Default: pallas on an NVIDIA GPU, einsum elsewhere")
     parser.add_argument("--matmul-size", type=int, default=None, help="reference matmul size (default 2048 on a "
                         "CPU, 8192 on an accelerator)")
     args = parser.parse_args()
@@ -254,6 +255,9 @@ def main() -> None:
     on_cpu = jax.default_backend() == "cpu"
     if args.matmul_size is None:
         args.matmul_size = 2048 if on_cpu else 8192
+    # Defaults: what the README recommends for sweeps on each kind of device.
+    args.dtype = args.dtype or ("float32" if on_cpu else "bfloat16")
+    args.attention = args.attention or ("pallas" if jax.default_backend() == "gpu" else "einsum")
     process = args.process()
     config = model_config(process, vars(args), dtype=args.dtype, attention=args.attention)
     if args.mode == "scaling" or (args.mode == "auto" and not on_cpu):
