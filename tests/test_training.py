@@ -23,6 +23,7 @@ an H100: 1.1e-5 after 6 steps).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -30,7 +31,9 @@ import os
 import socket
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -45,7 +48,7 @@ from toymodels.evaluation import EvalConfig
 from toymodels.optimizer import OptimizerConfig, make_optimizer, schedule_value
 from toymodels.precision import exact_products
 from toymodels.processes import markov_chain
-from toymodels.sharding import fetch, make_mesh, mesh_shape, replicated
+from toymodels.sharding import batch_sharding, fetch, make_mesh, mesh_shape, replicated
 from toymodels.training import (
     CHECKPOINT_DIR,
     METRICS_FILE,
@@ -53,7 +56,10 @@ from toymodels.training import (
     compiled_step,
     init_states,
     load_predictor,
+    _over_slots,
+    _slot_mode,
     train,
+    train_step,
     unstack,
 )
 from toymodels.transformer import TransformerConfig, apply, graphdef_for
@@ -235,6 +241,45 @@ def test_sharded_matches_unsharded(reference, unsharded):
     assert jax.tree.leaves(result.state.params)[0].sharding.mesh.shape == {"seeds": 4, "data": 2}
     assert_same_models(state.params, unsharded.params)
     np.testing.assert_array_equal(state.step, unsharded.step)
+
+
+@needs_8_devices
+def test_slot_mode_by_platform_and_model():
+    """CPUs loop per device; accelerators vmap the slots, per device only for a model with the fused
+    attention kernel on several devices (meshes stood in for by their devices' platforms)."""
+    def mesh(platform, size):
+        return SimpleNamespace(devices=np.array([SimpleNamespace(platform=platform)] * size))
+
+    fused = dataclasses.replace(MODEL, attention="pallas")
+    assert _slot_mode(MODEL, mesh("cpu", 8)) == _slot_mode(fused, mesh("cpu", 8)) == "loop_per_device"
+    assert _slot_mode(MODEL, mesh("gpu", 8)) == _slot_mode(fused, mesh("gpu", 1)) == "vmap"
+    assert _slot_mode(fused, mesh("gpu", 8)) == _slot_mode(fused, mesh("tpu", 4)) == "vmap_per_device"
+
+
+@needs_8_devices
+def test_slots_batched_per_device_match_one_device():
+    """Mode "vmap_per_device" (accelerators with the fused attention kernel on several devices: each
+    device vmaps its own slots on its share of their batches, gradients averaged over the "data" axis):
+    three steps of 4 slots on a 4 x 2 mesh = the same steps vmapped on one device."""
+    config = train_config()
+    step_one = partial(train_step, graphdef=graphdef_for(MODEL), optimizer=make_optimizer(config.optimizer, config.steps))
+    tokens_SxBxL = np.stack([heldout_batch(process(), seed, config.batch_size, LENGTH) for seed in range(4)])
+
+    def run(mesh, mode):
+        state, tokens = init_states(MODEL, config, mesh), jax.device_put(tokens_SxBxL, batch_sharding(mesh))
+        step = jax.jit(partial(_over_slots, step_one, mesh=mesh, mode=mode))
+        for _ in range(3):
+            state, metrics = step(state, tokens)
+        return fetch(state), fetch(metrics)
+
+    mesh = make_mesh(4, config.batch_size)
+    assert mesh.shape == {"seeds": 4, "data": 2}
+    (per_device, per_device_metrics), (together, metrics) = (
+        run(mesh, "vmap_per_device"), run(make_mesh(4, config.batch_size, jax.devices()[:1]), "vmap"))
+    # The gradient is a mean of two halves here and of one batch there: float32 sums in another order,
+    # whose last-bit differences Adam's normalised steps carry into outputs (1.6e-5 seen), so 5 * ATOL.
+    assert_same_models(per_device.params, together.params, atol=5 * ATOL)
+    np.testing.assert_allclose(per_device_metrics["loss"], metrics["loss"], rtol=0, atol=ATOL)
 
 
 class Killed(Exception):

@@ -4,7 +4,7 @@ and restarts.
 One run trains S slots at once: the slots are seeds x learning_rates, each with its own parameters,
 optimizer state and (per seed) data stream, stacked on a leading axis and advanced by one jitted,
 donating program: the batch of every slot is drawn on device from the process (data.py), then
-`train_step` runs over the slot axis (vmapped; on CPU a loop per device, see `_over_slots`). The
+`train_step` runs over the slot axis (vmapped; on CPU a loop per device; see `_slot_mode`). The
 slot axis is split over the "seeds" axis of a device mesh and each slot's batch over its "data"
 axis (sharding.py), so one CPU, fake CPU devices, GPUs or several `jax.distributed` hosts run the
 same code. The loop records metrics every `log_every` steps (read one step late, so the host never
@@ -230,14 +230,31 @@ def _loop_over_slots(step_one: Callable, state: TrainState, tokens_SxBxL):
     return jax.lax.map(lambda args: step_one(*args), (state, tokens_SxBxL))
 
 
-def _over_slots(step_one: Callable, state: TrainState, tokens_SxBxL, mesh):
-    """step_one applied to every slot. Accelerators vmap the slots into one batched program. On CPU,
-    where ops run one after another anyway, batching slots gains nothing (a size-1 vmap even costs
-    about 15%), so each device loops over its own slots unbatched (`shard_map`), averaging the
-    gradients over the devices that share a slot's batch."""
-    if mesh.devices.flat[0].platform != "cpu":
+# How a step runs over the slots: "vmap" batches them into one program that XLA partitions over the
+# mesh (accelerators); "loop_per_device" has each device loop over its own slots unbatched (CPUs: ops
+# run one after another anyway, so batching gains nothing, and a size-1 vmap even costs about 15%);
+# "vmap_per_device" has each device batch its own slots (accelerators, for models XLA cannot partition).
+SLOT_MODES = ("vmap", "loop_per_device", "vmap_per_device")
+
+
+def _slot_mode(model_config: TransformerConfig, mesh) -> str:
+    if mesh.devices.flat[0].platform == "cpu":
+        return "loop_per_device"
+    # The fused attention kernel is opaque to XLA's partitioner, which would gather every device's
+    # inputs to run it whole on each; so on several devices each runs its own share.
+    if model_config.attention == "pallas" and mesh.devices.size > 1:
+        return "vmap_per_device"
+    return "vmap"
+
+
+def _over_slots(step_one: Callable, state: TrainState, tokens_SxBxL, mesh, mode: str):
+    """step_one applied to every slot as `mode` (one of SLOT_MODES) says. Per device (`shard_map`),
+    each device takes its slots and its share of their batches, and the gradients are averaged over
+    the devices that share a slot's batch."""
+    if mode == "vmap":
         return jax.vmap(step_one)(state, tokens_SxBxL)
-    local = partial(_loop_over_slots, partial(step_one, data_axis=DATA))
+    local_step = partial(step_one, data_axis=DATA)
+    local = partial(_loop_over_slots, local_step) if mode == "loop_per_device" else jax.vmap(local_step)
     return jax.shard_map(local, mesh=mesh, in_specs=(P(SEEDS), P(SEEDS, DATA)), out_specs=P(SEEDS))(state, tokens_SxBxL)
 
 
@@ -245,6 +262,7 @@ def _over_slots(step_one: Callable, state: TrainState, tokens_SxBxL, mesh):
 def _compiled_step(model_config: TransformerConfig, optimizer: OptimizerConfig, steps: int, batch_size: int,
                    length: int, mesh) -> Callable:
     step_one = partial(train_step, graphdef=graphdef_for(model_config), optimizer=make_optimizer(optimizer, steps))
+    mode = _slot_mode(model_config, mesh)
 
     def step(state: TrainState, process) -> tuple[TrainState, dict[str, Array]]:
         draw = partial(_draw, process, batch_size=batch_size, length=length)
@@ -255,7 +273,7 @@ def _compiled_step(model_config: TransformerConfig, optimizer: OptimizerConfig, 
         else:
             tokens_SxBxL = jax.vmap(draw)((state.seed, state.step))
         tokens_SxBxL = jax.lax.with_sharding_constraint(tokens_SxBxL, batch_sharding(mesh))
-        return _over_slots(step_one, state, tokens_SxBxL, mesh)
+        return _over_slots(step_one, state, tokens_SxBxL, mesh, mode)
 
     # A single sharding is a prefix of the whole state: every leaf's slot axis over "seeds".
     return jax.jit(step, in_shardings=(slot_sharding(mesh), replicated(mesh)),
