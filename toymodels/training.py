@@ -240,8 +240,8 @@ SLOT_MODES = ("vmap", "loop_per_device", "vmap_per_device")
 def _slot_mode(model_config: TransformerConfig, mesh) -> str:
     if mesh.devices.flat[0].platform == "cpu":
         return "loop_per_device"
-    # The fused attention kernel is opaque to XLA's partitioner, which would gather every device's
-    # inputs to run it whole on each; so on several devices each runs its own share.
+    # The fused attention kernel is opaque to XLA's partitioner, which may gather every device's inputs
+    # to run it whole on each; so on several devices each runs its own share.
     if model_config.attention == "pallas" and mesh.devices.size > 1:
         return "vmap_per_device"
     return "vmap"
