@@ -243,7 +243,6 @@ def test_sharded_matches_unsharded(reference, unsharded):
     np.testing.assert_array_equal(state.step, unsharded.step)
 
 
-@needs_8_devices
 def test_slot_mode_by_platform_and_model():
     """CPUs loop per device; accelerators vmap the slots, per device only for a model with the fused
     attention kernel on several devices (meshes stood in for by their devices' platforms)."""
