@@ -12,6 +12,10 @@ LOCK_VENV := .venv-lock
 HYPOTHESIS_PROFILE ?= ci
 # Extra arguments for pytest, e.g. `make test PYTEST_ARGS="-k hmm -x"`.
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist; each test file runs whole in one, so its shared fixtures are built once).
+# Two, because compiling, most of the suite's time, is single-threaded: a second process uses the
+# second core of a 2-core machine. TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= 2
 # Profile for scripts/reproduce.py.
 PROFILE ?= quick
 
@@ -51,7 +55,7 @@ $(STAMP): pyproject.toml $(LOCK)
 	touch $@
 
 test: $(STAMP)
-	HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE) $(VENV_PY) -m pytest -m "not slow" -q $(PYTEST_ARGS)
+	HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE) $(VENV_PY) -m pytest -m "not slow" -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
 	HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE) $(VENV_PY) -m pytest -m slow -q $(PYTEST_ARGS)
