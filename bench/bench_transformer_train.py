@@ -177,6 +177,14 @@ def model_config(process, sizes: dict, **fields) -> TransformerConfig:
                              mlp_width=sizes["mlp"], **fields)
 
 
+def device_defaults(dtype: str | None, attention: str | None) -> tuple[str, str]:
+    """(dtype, attention) with each None replaced by what the README recommends for sweeps on this
+    device: bfloat16 on an accelerator (float32 on a CPU), the fused kernel on an NVIDIA GPU."""
+    backend = jax.default_backend()
+    return dtype or ("float32" if backend == "cpu" else "bfloat16"), attention or (
+        "pallas" if backend == "gpu" else "einsum")
+
+
 def model_flops_per_step(config: TransformerConfig, batch: int, length: int) -> float:
     """3x the forward FLOPs of one step: the block and unembedding matmuls, and the attention score and
     value products over all L x L (query, key) pairs, as both frameworks compute them."""
@@ -255,9 +263,7 @@ def main() -> None:
     on_cpu = jax.default_backend() == "cpu"
     if args.matmul_size is None:
         args.matmul_size = 2048 if on_cpu else 8192
-    # Defaults: what the README recommends for sweeps on each kind of device.
-    args.dtype = args.dtype or ("float32" if on_cpu else "bfloat16")
-    args.attention = args.attention or ("pallas" if jax.default_backend() == "gpu" else "einsum")
+    args.dtype, args.attention = device_defaults(args.dtype, args.attention)
     process = args.process()
     config = model_config(process, vars(args), dtype=args.dtype, attention=args.attention)
     if args.mode == "scaling" or (args.mode == "auto" and not on_cpu):

@@ -1,6 +1,6 @@
 """Where the training step's time goes: the device kernels of the engine's step, by total time.
 
-    python bench/profile_step.py --workload issue --seeds 64 --dtype bfloat16 [--attention cudnn]
+    python bench/profile_step.py --workload issue --seeds 64 [--dtype bfloat16] [--attention cudnn]
 
 Traces `--steps` steps of `--seeds` seeds in one program (as bench_transformer_train.py times them)
 with jax.profiler and prints, for each line of each accelerator in the trace (a GPU stream, say), the
@@ -19,7 +19,7 @@ import tempfile
 
 import jax
 
-from bench_transformer_train import WORKLOADS, engine_runner, model_config
+from bench_transformer_train import WORKLOADS, device_defaults, engine_runner, model_config
 
 from toymodels.host import split_host_cpu
 from toymodels.transformer import ATTENTION
@@ -52,12 +52,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", choices=sorted(WORKLOADS), default="issue")
     parser.add_argument("--seeds", type=int, default=64, help="seeds in one program")
-    parser.add_argument("--dtype", default="float32", help="activation dtype (e.g. bfloat16)")
-    parser.add_argument("--attention", default="einsum", choices=ATTENTION)
+    parser.add_argument("--dtype", default=None, help="activation dtype (default as bench_transformer_train.py: "
+                        "bfloat16 on an accelerator, float32 on a CPU)")
+    parser.add_argument("--attention", default=None, choices=ATTENTION,
+                        help="default as bench_transformer_train.py: pallas on an NVIDIA GPU, einsum elsewhere")
     parser.add_argument("--steps", type=int, default=10, help="steps traced")
     parser.add_argument("--top", type=int, default=25, help="kernels listed per line")
     args = parser.parse_args()
     split_host_cpu()
+    args.dtype, args.attention = device_defaults(args.dtype, args.attention)
     workload = WORKLOADS[args.workload]
     process = workload["process"]()
     config = model_config(process, workload, dtype=args.dtype, attention=args.attention)

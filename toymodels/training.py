@@ -230,14 +230,12 @@ def _loop_over_slots(step_one: Callable, state: TrainState, tokens_SxBxL):
     return jax.lax.map(lambda args: step_one(*args), (state, tokens_SxBxL))
 
 
-# How a step runs over the slots: "vmap" batches them into one program that XLA partitions over the
-# mesh (accelerators); "loop_per_device" has each device loop over its own slots unbatched (CPUs: ops
-# run one after another anyway, so batching gains nothing, and a size-1 vmap even costs about 15%);
-# "vmap_per_device" has each device batch its own slots (accelerators, for models XLA cannot partition).
-SLOT_MODES = ("vmap", "loop_per_device", "vmap_per_device")
-
-
 def _slot_mode(model_config: TransformerConfig, mesh) -> str:
+    """How a step runs over the slots: "vmap" batches them into one program that XLA partitions over
+    the mesh (accelerators); "loop_per_device" has each device loop over its own slots unbatched (CPUs:
+    ops run one after another anyway, so batching gains nothing, and a size-1 vmap even costs about
+    15%); "vmap_per_device" has each device batch its own slots (accelerators, for models XLA cannot
+    partition)."""
     if mesh.devices.flat[0].platform == "cpu":
         return "loop_per_device"
     # The fused attention kernel is opaque to XLA's partitioner, which may gather every device's inputs
@@ -248,7 +246,7 @@ def _slot_mode(model_config: TransformerConfig, mesh) -> str:
 
 
 def _over_slots(step_one: Callable, state: TrainState, tokens_SxBxL, mesh, mode: str):
-    """step_one applied to every slot as `mode` (one of SLOT_MODES) says. Per device (`shard_map`),
+    """step_one applied to every slot as `mode` (see _slot_mode) says. Per device (`shard_map`),
     each device takes its slots and its share of their batches, and the gradients are averaged over
     the devices that share a slot's batch."""
     if mode == "vmap":
