@@ -7,7 +7,7 @@ in proportion to the prior give back the prior restricted to that subset. The ca
 properties too: duplicated personas leave the weights unidentified, a finite sample can keep weight
 outside the subset, and data no persona can produce have likelihood zero under every weight vector.
 The KL-regularised RL optimum is the base tilted by exp(r / beta): it beats every other policy on the
-regularised objective (checked against perturbations and against scipy's optimiser), and as beta falls
+regularised objective (checked against perturbations and against a numerical maximiser), and as beta falls
 it piles onto the reward's argmax inside the base's support, even onto behaviours of tiny base weight.
 Persona distributions are checked against the turn-taking oracle of brute_force_personas.
 """
@@ -19,9 +19,8 @@ import jax
 import numpy as np
 import pytest
 from brute_force_personas import speaker_probs
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
-from scipy.optimize import minimize
 
 from theory.claims.c09_reweighting import (
     empirical_distribution,
@@ -199,41 +198,57 @@ def test_data_outside_the_base_support_have_zero_likelihood(seed, mass):
 # --------------------------------------------------------------------------------------------------
 
 
-@st.composite
-def rl_problems(draw):
-    """(base [8] over {0,1}^3 with zeros and tiny entries, reward [8], beta)."""
-    rng = np.random.default_rng(draw(SEEDS))
+def rl_problem(seed: int, beta: float):
+    """(base [8] over {0,1}^3 with zeros and tiny entries, reward [8], beta) drawn from `seed`."""
+    rng = np.random.default_rng(seed)
     base = rng.dirichlet(np.full(8, 0.7))
     base[rng.random(8) < 0.25] = 0.0
     base[rng.integers(8)] += 1e-3
     base[rng.random(8) < 0.2] *= 1e-6  # behaviours of tiny prior weight
-    return base / base.sum(), rng.normal(size=8), draw(st.floats(0.05, 5.0))
+    return base / base.sum(), rng.normal(size=8), beta
 
 
-def maximise_with_scipy(base, reward, beta) -> np.ndarray:
-    """The maximiser of E_pi[r] - beta KL(pi || pi_base) over the simplex on supp(pi_base), found
-    numerically by scipy's SLSQP (bounds 0 <= pi <= 1 and sum(pi) = 1) from pi = pi_base."""
+@st.composite
+def rl_problems(draw):
+    return rl_problem(draw(SEEDS), draw(st.floats(0.05, 5.0)))
+
+
+def maximise_numerically(base, reward, beta, iterations: int = 200) -> np.ndarray:
+    """The maximiser of J(pi) = E_pi[r] - beta KL(pi || pi_base) over the simplex on supp(pi_base), found
+    by damped Newton ascent from pi = pi_base (J's Hessian is diag(-beta / pi); each step stays on the
+    simplex and is halved until it keeps pi > 0 and does not lower J). It does not use the closed form.
+
+    Why not a general-purpose solver: scipy's SLSQP on pi stopped up to 1e-3 short of the optimum, and
+    L-BFGS on softmax logits up to 3e-5, when some base entries were 1e-7 and beta 0.05; this stays
+    within 1e-14 on such problems."""
     support = base > 0
     b, r = base[support], reward[support]
 
-    def negative(pi):
-        safe = np.maximum(pi, 1e-300)
-        value = pi @ r - beta * np.sum(np.where(pi > 0, pi * np.log(safe / b), 0.0))
-        return -value, -(r - beta * (np.log(safe / b) + 1))
+    def objective(pi):
+        return pi @ r - beta * pi @ np.log(pi / b)
 
-    total = {"type": "eq", "fun": lambda pi: pi.sum() - 1, "jac": lambda pi: np.ones_like(pi)}
-    found = minimize(negative, b, jac=True, method="SLSQP", bounds=[(0, 1)] * len(b), constraints=[total],
-                     options={"ftol": 1e-15, "maxiter": 1000})
+    pi = b.copy()
+    for _ in range(iterations):
+        gradient = r - beta * (np.log(pi / b) + 1)
+        step = pi / beta * (gradient - pi @ gradient)  # Newton's direction within sum(pi) = 1
+        scale, now = 1.0, objective(pi)
+        while scale > 1e-12 and not (np.all(pi + scale * step > 0) and objective(pi + scale * step) >= now):
+            scale /= 2
+        if scale <= 1e-12:
+            break  # no ascent step left at this precision
+        pi = pi + scale * step
+        pi /= pi.sum()
     out = np.zeros(len(base))
-    out[support] = np.maximum(found.x, 0.0)
-    return out / out.sum()
+    out[support] = pi
+    return out
 
 
 @given(rl_problems(), SEEDS)
+@example(rl_problem(2660, 0.05), 0)  # tiny base entries, small beta: general-purpose solvers stall
 def test_rl_optimum_maximises_the_regularised_objective(problem, seed):
     """pi* = pi_base exp(r / beta) / Z (a TableProcess) attains beta log Z; any other policy pi falls short
     on E[r] - beta KL(pi || pi_base) by exactly beta KL(pi || pi*) (random policies and perturbations);
-    scipy's numerical optimum over the simplex on supp(pi_base) does not beat it and lies next to it;
+    a numerical maximiser over the simplex on supp(pi_base) does not beat it and lies next to it;
     and its KL to the base (theory.divergence) is E_pi*[r] / beta - log Z."""
     base, reward, beta = problem
     support = base > 0
@@ -259,9 +274,9 @@ def test_rl_optimum_maximises_the_regularised_objective(problem, seed):
     if not support.all():
         assert regularised_objective(np.full(8, 1 / 8), base, reward, beta) == -np.inf
 
-    found = maximise_with_scipy(base, reward, beta)
+    found = maximise_numerically(base, reward, beta)
     shortfall = value - regularised_objective(found, base, reward, beta)
-    assert -1e-12 <= shortfall <= 1e-7
+    assert -1e-12 <= shortfall <= 1e-10
     # By the identity above and Pinsker, TV(found, pi*) <= sqrt(shortfall / (2 beta)).
     assert np.abs(found - expected).sum() / 2 <= np.sqrt(max(shortfall, 0.0) / (2 * beta)) + 1e-6
 

@@ -65,7 +65,7 @@ def default_good(num_normal: int) -> np.ndarray:
     if num_normal == 1:
         return np.ones((1, 1))
     off = (1.0 - _DEFAULT_STAY) / (num_normal - 1)
-    return np.full((num_normal, num_normal), off) + np.eye(num_normal) * (_DEFAULT_STAY - off)
+    return np.where(np.eye(num_normal, dtype=bool), _DEFAULT_STAY, off)
 
 
 @register_family("waluigi", example=dict(prior_w=0.2, reveal_prob=0.1))
