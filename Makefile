@@ -61,7 +61,7 @@ test-slow: $(STAMP)
 	HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE) $(VENV_PY) -m pytest -m slow -q $(PYTEST_ARGS)
 
 test-thorough: $(STAMP)
-	HYPOTHESIS_PROFILE=thorough $(VENV_PY) -m pytest -m "not slow" -q $(PYTEST_ARGS)
+	HYPOTHESIS_PROFILE=thorough $(VENV_PY) -m pytest -m "not slow" -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 reproduce: $(STAMP)
 	$(VENV_PY) scripts/reproduce.py --profile $(PROFILE)
