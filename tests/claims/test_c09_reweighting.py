@@ -218,9 +218,9 @@ def maximise_numerically(base, reward, beta, iterations: int = 200) -> np.ndarra
     by damped Newton ascent from pi = pi_base (J's Hessian is diag(-beta / pi); each step stays on the
     simplex and is halved until it keeps pi > 0 and does not lower J). It does not use the closed form.
 
-    Why not a general-purpose solver: scipy's SLSQP on pi stopped up to 1e-3 short of the optimum, and
-    L-BFGS on softmax logits up to 3e-5, when some base entries were 1e-7 and beta 0.05; this stays
-    within 1e-14 on such problems."""
+    Why not a general-purpose solver: when some base entries were 1e-7 and beta 0.05, scipy's SLSQP on pi
+    stopped up to 1e-3 short of the optimum, and L-BFGS on softmax logits up to 3e-5 (from the uniform
+    start; further from pi_base); this came within 3e-15 on all of 5000 such problems."""
     support = base > 0
     b, r = base[support], reward[support]
 

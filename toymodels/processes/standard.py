@@ -40,8 +40,9 @@ def mess3(x: float = 0.05, alpha: float = 0.85) -> HMMProcess:
         raise ValueError(f"x must lie in [0, 0.5] (1 - 2x is the probability of staying), got {x}")
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-    # Diagonal and off-diagonal entries set directly: adding a difference to the off-diagonal value
-    # (x + (1 - 3x)) would round a small alpha's diagonal to a few digits (alpha = 1e-6: 5e-11 relative).
+    # Diagonal and off-diagonal entries set directly: a diagonal built as the off-diagonal value plus a
+    # difference, (1 - alpha) / 2 + (alpha - (1 - alpha) / 2), is only right to 5e-17 absolute, which for
+    # alpha = 1e-6 is 5e-11 relative and moved beliefs by 1e-12.
     same = np.eye(3, dtype=bool)
     moves = np.where(same, 1 - 2 * x, x)
     emits = np.where(same, alpha, (1 - alpha) / 2)
