@@ -119,9 +119,15 @@ def reference(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def unsharded():
-    """The shared config on one device."""
-    return fetch(train(process(), MODEL, train_config(num_devices=1), quiet=True).state)
+def unsharded_run():
+    """The shared config on one device: (final state on the host, logged history)."""
+    result = train(process(), MODEL, train_config(num_devices=1), quiet=True)
+    return fetch(result.state), result.history
+
+
+@pytest.fixture(scope="module")
+def unsharded(unsharded_run):
+    return unsharded_run[0]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -235,12 +241,21 @@ def test_vmapped_slots_match_single_runs(unsharded):
 
 
 @needs_8_devices
-def test_sharded_matches_unsharded(reference, unsharded):
-    """Slots over "seeds" and each batch over "data" (8 devices) = the same run on one device."""
+def test_sharded_matches_unsharded(reference, unsharded_run):
+    """Slots over "seeds" and each batch over "data" (8 devices) = the same run on one device, and so
+    are the logged losses and gradient norms. The norms are what show that the gradients are averaged
+    over the data axis once: Adam's steps barely change when every gradient is scaled by the same
+    factor, so the parameters alone would not (the gradients were once summed twice, norms 2x)."""
     result, state, _ = reference
+    unsharded, history = unsharded_run
     assert jax.tree.leaves(result.state.params)[0].sharding.mesh.shape == {"seeds": 4, "data": 2}
     assert_same_models(state.params, unsharded.params)
     np.testing.assert_array_equal(state.step, unsharded.step)
+    assert [r["step"] for r in result.history] == [r["step"] for r in history] == [2, 4, 6]
+    for sharded_record, record in zip(result.history, history):
+        # Reduction order moves these by about 1e-7 relative (module docstring); a double sum, by 2x.
+        for name in ("loss", "grad_norm"):
+            np.testing.assert_allclose(sharded_record[name], record[name], rtol=1e-5, err_msg=name)
 
 
 def test_slot_mode_by_platform_and_model():
@@ -279,6 +294,7 @@ def test_slots_batched_per_device_match_one_device():
     # whose last-bit differences Adam's normalised steps carry into outputs (1.6e-5 seen), so 5 * ATOL.
     assert_same_models(per_device.params, together.params, atol=5 * ATOL)
     np.testing.assert_allclose(per_device_metrics["loss"], metrics["loss"], rtol=0, atol=ATOL)
+    np.testing.assert_allclose(per_device_metrics["grad_norm"], metrics["grad_norm"], rtol=1e-5)
 
 
 class Killed(Exception):

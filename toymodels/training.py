@@ -253,7 +253,13 @@ def _over_slots(step_one: Callable, state: TrainState, tokens_SxBxL, mesh, mode:
         return jax.vmap(step_one)(state, tokens_SxBxL)
     local_step = partial(step_one, data_axis=DATA)
     local = partial(_loop_over_slots, local_step) if mode == "loop_per_device" else jax.vmap(local_step)
-    return jax.shard_map(local, mesh=mesh, in_specs=(P(SEEDS), P(SEEDS, DATA)), out_specs=P(SEEDS))(state, tokens_SxBxL)
+    # check_vma=False: with it on, differentiating the local loss with respect to the parameters (the
+    # same on every device of the "data" axis) would sum their gradients over "data" by itself, one
+    # all-reduce per parameter inside the backward pass, and train_step's mean would then see n_data
+    # times the mean gradient (Adam hides the factor, clipping and the logged grad_norm did not). Off,
+    # each device differentiates its own loss and train_step averages once.
+    return jax.shard_map(local, mesh=mesh, in_specs=(P(SEEDS), P(SEEDS, DATA)), out_specs=P(SEEDS),
+                         check_vma=False)(state, tokens_SxBxL)
 
 
 @lru_cache(maxsize=16)
