@@ -43,7 +43,7 @@ from functools import partial
 import jax
 import numpy as np
 
-from timing import best_times, matmul_gflops
+from timing import best_times, matmul_gflops, paired_ratio, round_times
 
 from toymodels.host import split_host_cpu
 from toymodels.optimizer import OptimizerConfig, make_optimizer
@@ -316,7 +316,8 @@ def main() -> None:
                   one: torch_run(torch_steps[:1], threads), one_1: torch_run(torch_steps[:1], 1),
                   f"toymodels engine, {seeds} seeds": engine(seeds),
                   many: torch_run(torch_steps, threads), many_1: torch_run(torch_steps, 1)}
-    times = best_times(contenders, args.repeats, warmup=2, pause=0.5)
+    per_round = round_times(contenders, args.repeats, warmup=2, pause=0.5)
+    times = {name: min(t) for name, t in per_round.items()}
     matmul = matmul_gflops(args.repeats * 3, size=args.matmul_size)
     flops = model_flops_per_step(config, args.batch, args.length)
     models = {name: (seeds if f"{seeds} " in name else 1) for name in contenders}
@@ -339,10 +340,16 @@ def main() -> None:
         print(f"{name:40s} {args.steps / seconds:18.1f} {rate[name]:14.1f} {rate[name] * tokens_per_step:10.0f} "
               f"{gflops:8.1f} {gflops / matmul:9.2f}")
     torch_one, torch_many = max(rate[one], rate[one_1]), max(rate[many], rate[many_1])  # PyTorch's better setting
-    print(f"ratio engine / best PyTorch eager (1 model): {rate['toymodels engine'] / torch_one:.2f}x")
-    print(f"ratio train_step / best PyTorch eager (1 model, same batch): {rate['toymodels train_step'] / torch_one:.2f}x")
+    peer_one = one if rate[one] >= rate[one_1] else one_1
+    peer_many = many if rate[many] >= rate[many_1] else many_1
+    print("ratios: best of rounds; then the median [quartiles] of the ratio within each round")
+    print(f"ratio engine / best PyTorch eager (1 model): {rate['toymodels engine'] / torch_one:.2f}x; "
+          f"{paired_ratio(per_round, 'toymodels engine', peer_one)}")
+    print(f"ratio train_step / best PyTorch eager (1 model, same batch): {rate['toymodels train_step'] / torch_one:.2f}x; "
+          f"{paired_ratio(per_round, 'toymodels train_step', peer_one)}")
     print(f"ratio engine {seeds} seeds / best PyTorch {seeds} sequential (model-steps/s): "
-          f"{rate[f'toymodels engine, {seeds} seeds'] / torch_many:.2f}x")
+          f"{rate[f'toymodels engine, {seeds} seeds'] / torch_many:.2f}x; "
+          f"{paired_ratio(per_round, f'toymodels engine, {seeds} seeds', peer_many)}")
     print(f"seeds in one program vs one seed (engine, model-steps/s): "
           f"{rate[f'toymodels engine, {seeds} seeds'] / rate['toymodels engine']:.2f}x")
     print(f"engine (1 model) fraction of the matmul rate: {rate['toymodels engine'] * flops / 1e9 / matmul:.2f}")

@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def best_times(contenders: dict, rounds: int, warmup: int = 1, pause: float = 0.0) -> dict[str, float]:
-    """Minimum wall time of each contender over `rounds` rounds, alternating contenders within a round
+def round_times(contenders: dict, rounds: int, warmup: int = 1, pause: float = 0.0) -> dict[str, list[float]]:
+    """Wall time of each contender in each of `rounds` rounds, alternating contenders within a round
     so that drifts in machine load (this VM varies by +-25%) hit every contender alike. Each contender
     first runs `warmup` untimed calls (compilation, PyTorch's first slow iterations); every call is
     followed by an untimed `pause`, since XLA's and PyTorch's worker threads spin for a while after
@@ -20,14 +20,28 @@ def best_times(contenders: dict, rounds: int, warmup: int = 1, pause: float = 0.
         for _ in range(warmup):
             fn()
         time.sleep(pause)
-    best = {name: float("inf") for name in contenders}
+    times = {name: [] for name in contenders}
     for _ in range(rounds):
         for name, fn in contenders.items():
             start = time.perf_counter()
             fn()
-            best[name] = min(best[name], time.perf_counter() - start)
+            times[name].append(time.perf_counter() - start)
             time.sleep(pause)
-    return best
+    return times
+
+
+def best_times(contenders: dict, rounds: int, warmup: int = 1, pause: float = 0.0) -> dict[str, float]:
+    """Minimum wall time of each contender over `round_times`' rounds."""
+    return {name: min(times) for name, times in round_times(contenders, rounds, warmup, pause).items()}
+
+
+def paired_ratio(times: dict[str, list[float]], ours: str, peer: str) -> str:
+    """"median [quartiles]" over rounds of the speed ratio ours / peer within the round (both calls do
+    the same work). A round's two calls ran seconds apart, so this ratio shrugs off most of the load
+    drifts that move best-of-rounds figures by 15% between runs."""
+    ratios = np.asarray(times[peer]) / np.asarray(times[ours])
+    low, median, high = np.percentile(ratios, [25, 50, 75])
+    return f"{median:.2f}x [{low:.2f}, {high:.2f}]"
 
 
 def best_time(fn, rounds: int) -> float:
