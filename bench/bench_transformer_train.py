@@ -339,9 +339,8 @@ def main() -> None:
         gflops = rate[name] * flops / 1e9
         print(f"{name:40s} {args.steps / seconds:18.1f} {rate[name]:14.1f} {rate[name] * tokens_per_step:10.0f} "
               f"{gflops:8.1f} {gflops / matmul:9.2f}")
-    torch_one, torch_many = max(rate[one], rate[one_1]), max(rate[many], rate[many_1])  # PyTorch's better setting
-    peer_one = one if rate[one] >= rate[one_1] else one_1
-    peer_many = many if rate[many] >= rate[many_1] else many_1
+    peer_one, peer_many = max(one, one_1, key=rate.get), max(many, many_1, key=rate.get)  # PyTorch's better setting
+    torch_one, torch_many = rate[peer_one], rate[peer_many]
     print("ratios: best of rounds; then the median [quartiles] of the ratio within each round")
     print(f"ratio engine / best PyTorch eager (1 model): {rate['toymodels engine'] / torch_one:.2f}x; "
           f"{paired_ratio(per_round, 'toymodels engine', peer_one)}")

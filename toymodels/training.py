@@ -153,7 +153,9 @@ def train_step(state: TrainState, tokens_BxL: Int[Array, "B L"], *, graphdef: nn
     """One AdamW step of one slot on one batch: (new state, {"loss", "grad_norm"} before the step).
 
     Inside `shard_map`, `data_axis` names the mesh axis the batch is split over: the loss and the
-    gradients are averaged over it (equal shares, so this is the mean over the whole batch)."""
+    gradients are averaged over it (equal shares, so this is the mean over the whole batch). That
+    shard_map needs check_vma=False (as `_over_slots` sets it): with the check on, autodiff has already
+    summed the gradients over `data_axis`, and this mean would leave them n_data times too large."""
     loss, grads = jax.value_and_grad(loss_fn)(state.params, graphdef, tokens_BxL)
     if data_axis is not None:
         loss, grads = jax.lax.pmean((loss, grads), data_axis)
