@@ -39,7 +39,7 @@ from strategies import embed_hmm, hmms
 from wrappers import ConditionalsOnly
 
 from theory.divergence import forward_kl, generation_kl, total_variation
-from toymodels.predictors import override_off_support, sticky_marker
+from toymodels.predictors import override_off_support, sticky_marker, with_temperature
 from toymodels.processes import HMMProcess
 
 V = 3
@@ -174,6 +174,25 @@ def test_kl_is_inf_when_one_side_rules_out_a_likely_first_token(p_arrays, rest, 
     assert_tv_matches(total_variation(q, p, LENGTH), cond_q, cond_p, V, LENGTH)
 
 
+@pytest.mark.parametrize("dtype, tau", [(np.float32, 0.05), (np.float64, 0.005)])
+def test_a_possible_token_whose_probability_underflows_still_makes_kl_infinite(dtype, tau):
+    """q = a cold temperature on i.i.d. (0.999, 0.001) gives token 1 a finite log-probability below the
+    dtype's underflow (about -138 in float32, -1382 in float64); the data p never emit it. Q(x) > 0 =
+    P(x) for any x holding token 1, so G_n = inf by definition, by enumeration and by Monte Carlo (its
+    exact next-token terms see the token at every prefix). F_n stays finite: by the closed form,
+    n log(1 + r) with r = (0.001 / 0.999)^(1 / tau), q's odds of token 1."""
+    p = HMMProcess(np.array([1.0, 0.0], dtype).reshape(2, 1, 1), np.ones(1, dtype))
+    q = with_temperature(HMMProcess(np.array([0.999, 0.001], dtype).reshape(2, 1, 1), np.ones(1, dtype)), tau)
+    log_q1 = float(q.log_conditionals(np.zeros((1, 1), np.int32))[0, 0, 1])
+    assert np.isfinite(log_q1) and np.exp(np.asarray(log_q1, dtype)) == 0  # the case under test
+    n = 3
+    for result in (generation_kl(p, q, n), generation_kl(p, q, n, "monte_carlo", key=_KEY, num_samples=10)):
+        assert result.value == math.inf and np.all(np.isposinf(result.per_position)), result
+    forward = forward_kl(p, q, n)
+    odds = (0.001 / 0.999) ** (1 / tau)
+    assert math.isfinite(forward.value) and forward.value == pytest.approx(n * math.log1p(odds), abs=1e-6)
+
+
 # --------------------------------------------------------------------------------------------------
 # Monte Carlo
 # --------------------------------------------------------------------------------------------------
@@ -287,6 +306,7 @@ _KEY = jax.random.PRNGKey(0)
         ((_P, _P, 2, "monte_carlo"), dict(num_samples=10), "key"),
         ((_P, _P, 2, "monte_carlo"), dict(key=_KEY), "num_samples"),
         ((_P, _P, 2, "monte_carlo"), dict(key=_KEY, num_samples=1), "num_samples"),
+        ((_P, _P, 2, "monte_carlo"), dict(key=_KEY, num_samples=1000.5), "num_samples"),
         ((_P, _P, LENGTH), dict(max_sequences=26), "max_sequences"),
         ((_P, _P, 2), dict(chunk_size=0), "chunk_size"),
         ((ConditionalsOnly(_P), _P, 2), {}, "Process"),

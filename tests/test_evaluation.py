@@ -54,6 +54,11 @@ def test_compare_conditionals_matches_numpy_oracle():
     q_forbids[2, 3, :] = [0.0, 0.5, 0.5, 0.0]  # q forbids token 0, which p allows: KL is infinite
     forbidden = compare_conditionals(jnp.asarray(_log(p)), jnp.asarray(_log(q_forbids)), jnp.asarray(tokens))
     assert np.isposinf(forbidden["kl"][2, 3]) and np.isfinite(np.delete(np.asarray(forbidden["kl"]).ravel(), 2 * length + 3)).all()
+    # A token p allows with a probability that underflows (log p = -1000 > -inf) is still one q must
+    # allow: forbidding it makes the KL infinite too.
+    log_p_tail = np.array([[[0.0, -1000.0]]])
+    tail = compare_conditionals(jnp.asarray(log_p_tail), jnp.asarray(np.array([[[0.0, -np.inf]]])), jnp.zeros((1, 1), int))
+    assert np.isposinf(tail["kl"][0, 0])
 
 
 def test_summarize_means_ratio_and_stderr():

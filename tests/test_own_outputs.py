@@ -116,6 +116,18 @@ def test_markov_loop_keeps_lost_transitions_lost(seed):
     assert all(math.isfinite(r["generation_kl"]) for r in result.records)
 
 
+@pytest.mark.parametrize("alpha", [1.0, 0.99])
+def test_all_fresh_refits_draw_nothing_from_the_model(alpha):
+    """When round(alpha N) = N (alpha = 1, or 0.99 with N = 20), every refit is on N fresh sequences
+    and the model is asked for no samples at all: its samplers reject a count of zero, which made this
+    endpoint of C12's alpha range crash for the Markov and transformer fitters."""
+    transition = np.array([[0.8, 0.15, 0.05], [0.3, 0.4, 0.3], [0.2, 0.2, 0.6]])
+    result = own_outputs_loop(MarkovFitter(3), markov_chain(transition), jax.random.key(0), generations=2,
+                              num_samples=20, length=3, alpha=alpha)
+    assert [r["dataset_size"] for r in result.records] == [20, 20, 20]
+    assert all(math.isfinite(r["generation_kl"]) for r in result.records)
+
+
 def test_loop_is_reproducible_from_its_key():
     """The same key gives the same models and records; another key gives another trajectory."""
     probs = np.array([0.4, 0.3, 0.2, 0.1])

@@ -41,7 +41,7 @@ import numpy as np
 import optax
 import pytest
 
-from training_configs import LENGTH, MODEL, process, train_config
+from training_configs import EVALUATION, LENGTH, MODEL, process, train_config
 from toymodels.checkpoints import Checkpointer
 from toymodels.data import batch_key, draw_batch, heldout_batch, init_key
 from toymodels.evaluation import EvalConfig
@@ -301,13 +301,15 @@ class Killed(Exception):
     pass
 
 
-def test_kill_and_resume_is_bit_identical(reference, tmp_path):
-    """Stop after step 5 (last checkpoint: step 4), rerun: the final state equals the uninterrupted one."""
+@pytest.mark.parametrize("kill_at", [5, 4])
+def test_kill_and_resume_is_bit_identical(reference, tmp_path, kill_at):
+    """Stop after step 5, or right after step 4's checkpoint (last checkpoint: step 4 either way), rerun:
+    the final state equals the uninterrupted one and the log holds every logged step once."""
     result, state, _ = reference
     config = train_config(checkpoint_every=2)
 
     def kill(step, _):
-        if step == 5:
+        if step == kill_at:
             raise Killed
 
     with pytest.raises(Killed):
@@ -324,6 +326,21 @@ def test_kill_and_resume_is_bit_identical(reference, tmp_path):
 
     assert [r["step"] for r in resumed.history] == [2, 4, 6] and values(resumed.history) == values(result.history)
     assert (tmp_path / METRICS_FILE).read_text().count("\n") == 3
+
+
+def test_rerunning_a_finished_run_logs_its_final_evaluation_once(tmp_path):
+    """A rerun of a finished directory only re-evaluates: the log keeps one final evaluation record
+    (each rerun used to append another), and the rerun's history equals the first run's."""
+    config = train_config(checkpoint_every=2, evaluation=dataclasses.replace(EVALUATION, final=True))
+    first = train(process(), MODEL, config, out_dir=tmp_path, quiet=True)
+    again = train(process(), MODEL, config, out_dir=tmp_path, quiet=True)
+    logged = [json.loads(line) for line in (tmp_path / METRICS_FILE).read_text().splitlines()]
+    assert [(r["step"], "eval" in r) for r in logged] == [(2, False), (4, False), (6, False), (6, True)]
+
+    def values(history):
+        return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in history]
+
+    assert values(again.history) == values(first.history) == values(logged)
 
 
 def test_resume_refuses_a_different_config(reference):

@@ -75,8 +75,8 @@ def _check_method(method, key, num_samples, vocab, length, max_sequences):
     elif method == MONTE_CARLO:
         if key is None:
             raise ValueError("method='monte_carlo' needs an explicit jax.random key")
-        if num_samples is None or int(num_samples) < 2:
-            raise ValueError(f"method='monte_carlo' needs num_samples >= 2, got {num_samples}")
+        if num_samples is None or int(num_samples) != num_samples or num_samples < 2:
+            raise ValueError(f"method='monte_carlo' needs an int num_samples >= 2, got {num_samples}")
     else:
         raise ValueError(f"method must be 'enumeration' or 'monte_carlo', got {method!r}")
 
@@ -108,25 +108,32 @@ def _chain_terms(a, b, tokens):
     log_a = a.log_conditionals(tokens)
     log_b = align_vocab(b.log_conditionals(tokens), log_a.shape[-1])
     prob_a = jnp.exp(log_a)
-    positive = prob_a > 0
+    # Possible means log a > -inf, not exp(log a) > 0: a token whose probability underflows (a low
+    # temperature, a long tail) is still possible, and b ruling it out makes the KL infinite.
+    positive = jnp.isfinite(log_a)
     b_zero = jnp.isneginf(log_b)
     diff = jnp.where(positive & ~b_zero, log_a - jnp.where(b_zero, 0.0, log_b), 0.0)
     kl = jnp.sum(jnp.where(positive & b_zero, jnp.inf, prob_a * diff), axis=-1)
     return prefix_log_probs(log_a, tokens)[:, -1], prefix_log_probs(log_b, tokens)[:, -1], kl
 
 
-def _weighted_sum(weights, terms):
-    """sum_x w(x) terms(x, t) with 0 * inf = 0 (a sequence of weight zero contributes nothing)."""
-    return jnp.sum(jnp.where(weights[:, None] > 0, weights[:, None] * terms, 0.0), axis=0)
+def _weighted_sum(log_weights, terms):
+    """sum_x w(x) terms(x, t) over sequences of log-weight > -inf (an impossible sequence contributes
+    nothing, not 0 * inf). A possible sequence's infinite term stays infinite even when its weight
+    underflows to zero."""
+    possible = jnp.isfinite(log_weights)[:, None]
+    weighted = jnp.where(jnp.isinf(terms), terms, jnp.exp(log_weights)[:, None] * terms)
+    return jnp.sum(jnp.where(possible, weighted, 0.0), axis=0)
 
 
 @partial(jax.jit, static_argnames=("chunk", "vocab", "length"))
 def _kl_enumeration_chunk(a, b, start, *, chunk: int, vocab: int, length: int):
     tokens, valid = _enumerate_chunk(start, chunk, vocab, length)
     log_a, log_b, kl = _chain_terms(a, b, tokens)
-    weights = jnp.where(valid, jnp.exp(log_a), 0.0)
+    log_weights = jnp.where(valid, log_a, -jnp.inf)
+    weights = jnp.exp(log_weights)
     off = jnp.sum(jnp.where(jnp.isneginf(log_b), weights, 0.0))
-    return _weighted_sum(weights, kl), off, jnp.sum(weights)
+    return _weighted_sum(log_weights, kl), off, jnp.sum(weights)
 
 
 @jax.jit

@@ -61,12 +61,14 @@ class Checkpointer:
             raise FileNotFoundError(f"no checkpoint in {self._manager.directory}")
         return self._manager.restore(step, args=ocp.args.StandardRestore(target))
 
+    def due(self, step: int) -> bool:
+        """Whether `save(step, state)` (without force) would save."""
+        return self.every > 0 and step % self.every == 0 and step != self.latest_step()
+
     def save(self, step: int, state, force: bool = False) -> bool:
         """Save `state` as step `step` if `every` divides it or `force`; True if a save started."""
-        if not force and (self.every == 0 or step % self.every):
-            return False
-        if step == self.latest_step():
-            return False  # already saved (a resumed run that ends where the last one saved)
+        if not (self.due(step) if not force else step != self.latest_step()):
+            return False  # not due, or already saved (a resumed run that ends where the last one saved)
         return self._manager.save(step, args=ocp.args.StandardSave(_host_copy(state)), force=True)
 
     def close(self) -> None:

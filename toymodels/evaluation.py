@@ -69,7 +69,11 @@ def compare_conditionals(
     log_p = align_vocab(log_p_NxLxV.astype(dtype), log_q_NxLxW.shape[-1])
     log_q = log_q_NxLxW.astype(dtype)
     p = jnp.exp(log_p)
-    kl_NxL = jnp.sum(jnp.where(p > 0, p * (log_p - log_q), 0.0), axis=-1)
+    # Keyed on log p, not p > 0: a token p allows with an underflowing probability still makes the KL
+    # infinite where q forbids it.
+    possible, q_forbids = jnp.isfinite(log_p), jnp.isneginf(log_q)
+    terms = jnp.where(q_forbids, jnp.inf, p * (log_p - jnp.where(q_forbids, 0.0, log_q)))
+    kl_NxL = jnp.sum(jnp.where(possible, terms, 0.0), axis=-1)
     take = partial(jnp.take_along_axis, indices=tokens_NxL[..., None], axis=-1)
     return {"kl": kl_NxL, "model_loss": -take(log_q)[..., 0], "bayes_loss": -take(log_p)[..., 0]}
 

@@ -191,7 +191,10 @@ def own_outputs_loop(fitter, process, key, *, generations: int, num_samples: int
             if k == 0:
                 new = np.asarray(process.sample(fresh_key, num_samples, length))
             else:
-                parts = [np.asarray(fitter.sample(models[-1], own_key, num_samples - num_fresh, length))]
+                # alpha near 1 can leave no own samples (or no fresh ones): samplers reject a count of 0.
+                parts = []
+                if num_samples - num_fresh:
+                    parts.append(np.asarray(fitter.sample(models[-1], own_key, num_samples - num_fresh, length)))
                 if num_fresh:
                     parts.append(np.asarray(process.sample(fresh_key, num_fresh, length)))
                 new = np.concatenate(parts).astype(np.int32)

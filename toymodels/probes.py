@@ -25,7 +25,8 @@ against the latent after t tokens, entry t of `process.belief_states(tokens)` or
 position has seen). `probe_layers` splits held-out *sequences* (never positions of one sequence, which
 are correlated) into probe-training and probe-test sets, and `shuffled_control` fits the same probes to
 targets permuted across training examples, the baseline a real probe must beat (its held-out R^2 is
-about 0, or slightly negative: -(D + 1) / n_train in expectation for D features).
+about 0, or slightly negative: roughly -(D + 1) / n_train - 1 / n_test for D features, the second
+term because R^2 is scored against the test set's own mean).
 
 Shape legend: N examples, D features, K target dimensions, B sequences, L positions, Y layers
 (residual streams: the embedding and the output of each block).

@@ -380,7 +380,7 @@ def train(process, model_config: TransformerConfig, config: TrainConfig, *, out_
             if initial_params is not None:
                 state = start_from(state, initial_params, model_config, config, mesh)
         if out is not None and main:
-            history = _truncate_metrics(out / METRICS_FILE, start)
+            history = _truncate_metrics(out / METRICS_FILE, start, finished=start == config.steps)
         evaluator = None
         if config.evaluation.every or config.evaluation.final:
             evaluator = Evaluator(process, model_config, config.evaluation, config.sequence_length, mesh)
@@ -426,7 +426,13 @@ def train(process, model_config: TransformerConfig, config: TrainConfig, *, out_
                     log_step(*previous)  # evaluation waits for this step anyway; keep records in order
                     previous = None
                     evaluate(done, state.params)
-                if checkpointer is not None and done < config.steps:
+                if checkpointer is not None and done < config.steps and checkpointer.due(done):
+                    if previous is not None:
+                        # This step's record goes to the log before its checkpoint exists: a run that
+                        # stops after the save resumes at this step and would never log it again.
+                        jax.block_until_ready(previous[1])
+                        log_step(*previous)
+                        previous = None
                     checkpointer.save(done, state)
                 if callback is not None:
                     callback(done, state)
@@ -446,13 +452,14 @@ def train(process, model_config: TransformerConfig, config: TrainConfig, *, out_
     return TrainResult(state, history, evaluation)
 
 
-def _truncate_metrics(path: Path, start: int) -> list:
+def _truncate_metrics(path: Path, start: int, finished: bool = False) -> list:
     """Drop records after step `start` (logged by an interrupted run past its last checkpoint, and
-    about to be logged again); return the records kept."""
+    about to be logged again); return the records kept. A `finished` run (start = steps) is about to
+    redo only its final evaluation, which comes after the last checkpoint: drop that record too."""
     if not path.exists():
         return []
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    kept = [r for r in records if r["step"] <= start]
+    kept = [r for r in records if r["step"] < start or (r["step"] == start and not (finished and "eval" in r))]
     if len(kept) != len(records):
         write_text = "".join(json.dumps(r) + "\n" for r in kept)
         temp = path.with_suffix(".tmp")
