@@ -60,7 +60,8 @@ def _training(module, steps: int, length: int, batch_size: int = 16):
 def test_c08_through_sweep_figure_and_table(tmp_path):
     """C8 on a tiny grid runs through the sweep runner: one result file per (process, mode, seed); the
     record's per-seed KLs are those files' KLs, its gaps are the paired differences, the figure and
-    table are drawn from the record, and a rerun reuses every finished run (no new result files)."""
+    table are drawn from the record, a rerun reuses every finished run (no new result files), and a
+    rerun with an edited grid reads only its own runs, not the earlier grid's beside them."""
     c08 = _experiment("c08_myopia")
     grid = c08.Grid(vocab_size=3, delay=2, num_seeds=2, training=_training(c08, steps=4, length=6))
     c08.main(_args(c08, tmp_path), grid)
@@ -85,6 +86,13 @@ def test_c08_through_sweep_figure_and_table(tmp_path):
     mtimes = {p: p.stat().st_mtime_ns for p in sweep_root.glob("*/runs/*.json")}
     c08.main(_args(c08, tmp_path), grid)
     assert {p: p.stat().st_mtime_ns for p in sweep_root.glob("*/runs/*.json")} == mtimes
+    # An edited profile sweeps into the same directories: the record holds only the new grid's runs.
+    longer = c08.Grid(vocab_size=3, delay=2, num_seeds=2, training=_training(c08, steps=5, length=6))
+    c08.main(_args(c08, tmp_path), longer)
+    record = read_json(tmp_path / "results" / "c08_myopia" / "quick.json")
+    files = {p.stem: read_json(p) for p in sweep_root.glob("*/runs/*.json")}
+    assert len(files) == 2 * 2 * 2 * 2 and len(record["rows"]) == 2 * 2 * 2
+    assert {files[row["run_id"]]["config"]["train"]["steps"] for row in record["rows"]} == {5}
 
 
 @pytest.mark.slow

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib.metadata
+import shutil
 import subprocess
+
+import pytest
 
 from toymodels import results
 
@@ -29,3 +32,32 @@ def test_source_tree_without_installed_metadata_or_git(monkeypatch):
     metadata = results.run_metadata()
     assert metadata["code_version"] == "not installed"
     assert set(metadata["versions"].values()) == {"not installed"}
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_code_version_is_dirty_for_code_changes_only(tmp_path):
+    """In a scratch repository: a clean commit gives its hash; rewriting the paper's outputs keeps it
+    clean (they record the version themselves); a new untracked module or an edited one is dirty."""
+
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "paper" / "tables").mkdir(parents=True)
+    (tmp_path / "pkg" / "code.py").write_text("x = 1\n")
+    (tmp_path / "paper" / "tables" / "t.md").write_text("version a\n")
+    git("add", "-A")
+    git("commit", "-q", "-m", "first")
+    head = git("rev-parse", "--short", "HEAD")
+    where = tmp_path / "pkg"
+    assert results.code_version(where) == head
+    (tmp_path / "paper" / "tables" / "t.md").write_text("version b\n")
+    (tmp_path / "paper" / "tables" / "new.md").write_text("new table\n")
+    assert results.code_version(where) == head
+    (tmp_path / "pkg" / "new_experiment.py").write_text("y = 2\n")
+    assert results.code_version(where) == f"{head}-dirty"
+    (tmp_path / "pkg" / "new_experiment.py").unlink()
+    (tmp_path / "pkg" / "code.py").write_text("x = 2\n")
+    assert results.code_version(where) == f"{head}-dirty"

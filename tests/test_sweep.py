@@ -110,6 +110,9 @@ def test_grid_expansion_ids_stable_and_distinct():
     assert not {r.run_id for r in other_fn.runs()} & set(by_cell.values())
     overlapping = Sweep(BASE, {"train.seeds": [[0, 1], [1, 2]]}, fn=FAKE_FN)
     assert sorted(r.seed for r in overlapping.runs()) == [0, 1, 2]
+    # A float field given an int (JSON writes 0.0 as 0) is the same computation, so the same id.
+    decay = [Sweep(BASE, {"train.optimizer.weight_decay": [value]}, fn=FAKE_FN).runs()[0] for value in (0, 0.0)]
+    assert decay[0].run_id == decay[1].run_id and decay[0].config == decay[1].config
 
 
 RATES = (1e-3, 3e-3, 1e-2)
@@ -235,6 +238,32 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path, monkeypatch):
             assert resumed[field] == uninterrupted[field], field
         _check_run_file(resumed)
     assert run_sweep(sweep, out, quiet=True)["groups_run"] == 0
+
+
+def test_a_grown_grid_trains_only_its_new_runs(tmp_path, monkeypatch):
+    """Seeds (0, 1) x two rates, then the grid grown to seeds (0, 1, 2) in the same directory: the new
+    grid's one group holds four finished runs, so the second sweep computes only seed 2's two slots (one
+    call, a program of two slots) and leaves the first four files untouched; `load_results` with
+    `run_ids` reads either grid's runs."""
+    calls = tmp_path / "calls.log"
+    monkeypatch.setenv("SWEEP_TEST_CALLS", str(calls))
+    rates = [[1e-3, 1e-2]]
+    small = Sweep(ToyRun(), {"train.seeds": [[0, 1]], "train.learning_rates": rates}, fn=FAKE_FN)
+    grown = Sweep(ToyRun(), {"train.seeds": [[0, 1, 2]], "train.learning_rates": rates}, fn=FAKE_FN)
+    out = tmp_path / "sweep"
+    run_sweep(small, out, quiet=True)
+    before = {p.name: p.read_bytes() for p in (out / "runs").glob("*.json")}
+    assert len(before) == 4 and len(grown.groups()) == 1
+    summary = run_sweep(grown, out, quiet=True)
+    assert (summary["already_done"], summary["written"], summary["groups_run"]) == (4, 2, 1)
+    assert len(calls.read_text().splitlines()) == 2  # one call per sweep
+    assert {name: (out / "runs" / name).read_bytes() for name in before} == before
+    records = [read_json(out / "runs" / f"{run.run_id}.json") for run in grown.runs()]
+    for record in records:
+        _check_run_file(record)
+    assert sorted((r["seed"], r["group_size"]) for r in records if r["seed"] == 2) == [(2, 2), (2, 2)]
+    assert sorted(load_results(out, run_ids={run.run_id for run in small.runs()})["seed"]) == [0, 0, 1, 1]
+    assert len(load_results(out)) == 6 and run_sweep(grown, out, quiet=True)["groups_run"] == 0
 
 
 def test_two_processes_split_the_grid(tmp_path):

@@ -18,13 +18,29 @@ import jax
 import numpy as np
 
 
-def code_version() -> str:
-    """`git describe --always --dirty` of the checkout holding this package, else the package version."""
+# Paths whose changes do not make the code dirty: the paper's figures and tables are outputs (they even
+# record the code version), and rewriting them after a commit must not mark every later run "-dirty".
+NOT_CODE = ("paper",)
+
+
+def code_version(where: str | os.PathLike | None = None) -> str:
+    """`git describe --always` of the checkout holding this package (or `where`), with "-dirty" if any
+    file outside NOT_CODE differs from that commit or is new and not ignored (a new module or
+    experiment script changes what runs, though `git describe --dirty` ignores untracked files);
+    without git, the installed package's version."""
+    cwd = Path(where) if where is not None else Path(__file__).parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+
     try:
-        return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=Path(__file__).parent,
-                              capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        name = git("describe", "--always")
+        changes = git("status", "--porcelain", "--untracked-files=all", "--", ":(top)",
+                      *(f":(top,exclude){path}" for path in NOT_CODE))
     except (OSError, subprocess.SubprocessError):
         return _installed_version("toymodels")
+    return f"{name}-dirty" if changes else name
 
 
 def _installed_version(name: str) -> str:

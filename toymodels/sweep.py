@@ -11,7 +11,9 @@ writes each finished run atomically to OUT/runs/<run_id>.json, so that
     k, k+n, ... of the group ids in sorted order (`process_shard` says where k and n come from).
 Runs are keyed by what they compute (config and run function), so a grid may grow in the same
 directory; a finished run is never recomputed, even after the code changes (each result file records
-its code version). OUT/sweep.json records the latest grid and its groups. `load_results(OUT)` (sweep_results.py)
+its code version): a group some of whose runs are finished trains only the others (`_pending_part`).
+Two processes must not run the same shard of one directory at once (nothing locks a group: both
+would train it, into one work directory); a resubmitted job should wait for the first to stop. OUT/sweep.json records the latest grid and its groups. `load_results(OUT)` (sweep_results.py)
 reads the result files into a DataFrame; launch.py submits the shards as a Slurm job array.
 
 The run function takes a config and returns a JSON-able dict of metrics. For a group of several slots
@@ -34,7 +36,7 @@ from typing import Any, Callable
 from tqdm.auto import tqdm
 
 from toymodels.results import read_json, run_metadata, write_json_atomic
-from toymodels.sweep_grid import Group, Run, assign, canonical, expand, group_runs
+from toymodels.sweep_grid import Group, Run, assign, canonical, config_hash, expand, group_runs, with_slots
 from toymodels.sweep_results import RUNS_DIR, load_results
 
 __all__ = ["DEFAULT_FN", "Sweep", "load_results", "parse_axis", "process_shard", "run_sweep"]
@@ -261,8 +263,10 @@ def run_sweep(sweep: Sweep, out, *, process_index: int | None = None, process_co
         _remove_stale_temps(runs_dir, mine)
     done = _done_ids(runs_dir)
     todo = [g for g in groups if any(run.run_id not in done for run in g.runs)]
-    if not split:
-        todo = _agree(todo, groups)
+    if split:
+        todo = [_pending_part(g, done, out, sweep.fn) for g in todo]
+    else:
+        todo = _agree(todo, groups)  # every process runs whole groups: the parts would need agreeing too
     fn = resolve_function(sweep.fn)
     metadata = run_metadata()  # the loaded code's version, read once: it cannot change mid-process
     worker = {"process_index": index, "process_count": count, "shard_source": source, "pid": os.getpid()}
@@ -288,6 +292,22 @@ def run_sweep(sweep: Sweep, out, *, process_index: int | None = None, process_co
     finally:
         bar.close()
     return summary
+
+
+def _pending_part(group: Group, done: set[str], out: Path, fn_name: str) -> Group:
+    """What is left of `group` to compute. The whole group if none of its runs is finished, or if its
+    work directory exists (training started there, and resuming it costs less than starting afresh);
+    otherwise the seeds x learning rates of its unfinished runs, a program of its own (own id and work
+    directory). So a grid grown by a seed or a rate trains only the new runs, not again the old ones
+    that now share their group."""
+    pending = [run for run in group.runs if run.run_id not in done]
+    if len(pending) == len(group.runs) or pending[0].seed is None or (out / GROUPS_DIR / group.group_id).exists():
+        return group
+    seeds = sorted({run.seed for run in pending})
+    rates = sorted({run.learning_rate for run in pending})
+    config = with_slots(group.config, seeds, rates)
+    by_slot = {(run.seed, run.learning_rate): run for run in group.runs}
+    return Group(config_hash(config, fn_name, "group"), config, tuple(by_slot[slot] for slot in config.train.slots))
 
 
 def _agree(todo: list[Group], groups: list[Group]) -> list[Group]:

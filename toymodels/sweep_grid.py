@@ -78,6 +78,9 @@ def _coerce(current: Any, value: Any) -> Any:
         return (value,)
     if isinstance(current, str) and isinstance(value, dict):
         return json.dumps(value, sort_keys=True)
+    # JSON writes 0.0 as 0: a float field keeps floats, so weight_decay=0 and 0.0 are one run id.
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
     return value
 
 

@@ -51,8 +51,11 @@ def _row(record: dict) -> dict[str, Any]:
     return {**fixed, **config, **metrics}
 
 
-def load_results(sweep_dir) -> pd.DataFrame:
+def load_results(sweep_dir, run_ids=None) -> pd.DataFrame:
     """One row per finished run of the sweep in `sweep_dir` (a run is one seed slot), sorted by run_id.
+
+    A directory keeps the runs of every grid swept into it (a grid may grow or change there); pass
+    `run_ids` (e.g. `{run.run_id for run in sweep.runs()}`) to read only those runs, say one grid's.
 
     Columns:
       run_id          the run's id (hash of its config and run function); its file is runs/<run_id>.json
@@ -73,7 +76,8 @@ def load_results(sweep_dir) -> pd.DataFrame:
                       divergences.forward_kl.value, divergences.generation_kl.value, ...
       wall_s          the run's share of its group's wall time (group_wall_s / group_size), seconds
       group_wall_s    wall time of the run function's call for the whole group, seconds
-      code_version    `git describe --always --dirty` of the code that ran (else the package version)
+      code_version    `git describe --always` of the code that ran, "-dirty" if it had changes
+                      (toymodels.results.code_version; else the package version)
       dirty           whether that checkout had uncommitted changes
       device          "platform:kind" of the first device, e.g. "cpu:cpu"; device_count: devices seen
       process_index, process_count   the shard that computed it
@@ -86,6 +90,9 @@ def load_results(sweep_dir) -> pd.DataFrame:
 
     runs_dir = Path(sweep_dir) / RUNS_DIR
     paths = sorted(runs_dir.glob("*.json")) if runs_dir.is_dir() else []
+    if run_ids is not None:
+        wanted = {str(run_id) for run_id in ([run_ids] if isinstance(run_ids, str) else run_ids)}
+        paths = [path for path in paths if path.stem in wanted]
     rows = [_row(read_json(path)) for path in paths]
     if not rows:
         return pd.DataFrame(columns=list(FIXED_COLUMNS))

@@ -70,8 +70,13 @@ def sweep_process(name: str, grid: Grid, args: Args):
     out = Path(args.out) / NAME / f"{args.profile}-sweep" / name
     base = RunConfig(out=str(out), process=name, process_kwargs=json.dumps(process_kwargs(name, grid)),
                      model=grid.training.size, train=grid.training.train_config(seeds), quiet=True)
-    run_sweep(Sweep(base, {"model.myopic": [False, True]}), out, process_index=0, process_count=1, quiet=True)
-    return load_results(out)
+    sweep = Sweep(base, {"model.myopic": [False, True]})
+    run_sweep(sweep, out, process_index=0, process_count=1, quiet=True)
+    # Only this grid's runs: the directory also keeps those of other seeds or an edited profile.
+    frame = load_results(out, run_ids={run.run_id for run in sweep.runs()})
+    if len(frame) != len(sweep.runs()):
+        raise RuntimeError(f"{out} holds {len(frame)} of this grid's {len(sweep.runs())} runs after the sweep")
+    return frame
 
 
 def measure(grid: Grid, args: Args) -> dict:
