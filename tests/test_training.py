@@ -148,6 +148,8 @@ def unsharded(unsharded_run):
         (OptimizerConfig, "learning_rate", float("nan")),
         (OptimizerConfig, "schedule", "linear"),
         (OptimizerConfig, "warmup_fraction", 1.5),
+        (OptimizerConfig, "b1", 1.0),  # Adam's bias correction 1 - b^t would be 0: NaN updates
+        (OptimizerConfig, "b2", 1.0),
         (EvalConfig, "num_sequences", 0),
     ],
 )

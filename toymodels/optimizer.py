@@ -27,10 +27,11 @@ def _check_int(name: str, value, minimum: int) -> None:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
-def _check_float(name: str, value, low: float, high: float = math.inf, open_low: bool = False) -> None:
+def _check_float(name: str, value, low: float, high: float = math.inf, open_low: bool = False,
+                 open_high: bool = False) -> None:
     ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value > high or value < low or (open_low and value == low):
-        bound = f"({low}, {high}]" if open_low else f"[{low}, {high}]"
+    if not ok or value > high or value < low or (open_low and value == low) or (open_high and value == high):
+        bound = ("(" if open_low else "[") + f"{low}, {high}" + (")" if open_high else "]")
         raise ValueError(f"{name} must be a finite number in {bound}, got {value!r}")
 
 
@@ -41,7 +42,7 @@ class OptimizerConfig:
     learning_rate: float = 1e-3  # peak learning rate (TrainConfig.learning_rates overrides it per slot)
     schedule: str = "cosine"  # after warmup: "cosine" decay to final_fraction * peak, or "constant"
     warmup_fraction: float = 0.05  # fraction of the steps spent rising linearly from 0 to the peak
-    final_fraction: float = 0.1  # learning rate at the last step as a fraction of the peak (cosine)
+    final_fraction: float = 0.1  # where the cosine ends, at step `steps` (the last step, 0-based steps - 1, is just above)
     b1: float = 0.9  # AdamW decay rate of the first moment
     b2: float = 0.999  # AdamW decay rate of the second moment
     eps: float = 1e-8  # AdamW denominator epsilon
@@ -54,8 +55,9 @@ class OptimizerConfig:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         _check_float("warmup_fraction", self.warmup_fraction, 0.0, 1.0)
         _check_float("final_fraction", self.final_fraction, 0.0, 1.0)
-        _check_float("b1", self.b1, 0.0, 1.0)
-        _check_float("b2", self.b2, 0.0, 1.0)
+        # Adam divides by 1 - b^t: a decay rate of exactly 1 makes every update NaN.
+        _check_float("b1", self.b1, 0.0, 1.0, open_high=True)
+        _check_float("b2", self.b2, 0.0, 1.0, open_high=True)
         _check_float("eps", self.eps, 0.0, open_low=True)
         _check_float("weight_decay", self.weight_decay, 0.0)
         _check_float("grad_clip", self.grad_clip, 0.0)
