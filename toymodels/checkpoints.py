@@ -67,7 +67,7 @@ class Checkpointer:
 
     def save(self, step: int, state, force: bool = False) -> bool:
         """Save `state` as step `step` if `every` divides it or `force`; True if a save started."""
-        if not (self.due(step) if not force else step != self.latest_step()):
+        if not (self.due(step) or (force and step != self.latest_step())):
             return False  # not due, or already saved (a resumed run that ends where the last one saved)
         return self._manager.save(step, args=ocp.args.StandardSave(_host_copy(state)), force=True)
 
