@@ -17,6 +17,7 @@ import itertools
 import math
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 from hypothesis import given
@@ -49,6 +50,24 @@ def _tiny_training(length: int, **size):
     from toymodels.runs import ModelSize
 
     return Training(ModelSize(num_layers=1, d_model=16, num_heads=2, **size), steps=12, batch_size=16, length=length)
+
+
+def test_experiment_keys_are_apart_from_training_keys():
+    """No key an experiment draws its own samples with (held-out sets, rollouts) is a run's
+    initialisation, batch or evaluation key: once key(args, 1, t) was the batch key of step t of the run
+    with the experiment's seed, and C7's held-out set repeated a training batch."""
+    _script("c07_generated_text")  # puts the experiments' folder, home of _common, on sys.path
+    from _common import Args, key
+    from toymodels.data import EVAL_STREAM, batch_key, init_key, stream_key
+
+    def raw(k):
+        return np.asarray(jax.random.key_data(k)).tobytes()
+
+    training = {raw(k) for seed in range(4)
+                for k in [init_key(seed), stream_key(seed, EVAL_STREAM)] + [batch_key(seed, t) for t in range(32)]}
+    paths = [()] + [(i,) for i in range(8)] + [(i, j) for i in range(8) for j in range(32)]
+    experiment = {raw(key(Args(profile="quick", out="-", seed=seed), *path)) for seed in range(4) for path in paths}
+    assert len(experiment) == 4 * len(paths) and not training & experiment
 
 
 # --------------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from toymodels.predictors import PytreeNode, check_tokens, prefix_log_probs
 INIT_STREAM = 0  # the key that draws the initial parameters
 DATA_STREAM = 1  # the keys of the training batches, one per step
 EVAL_STREAM = 2  # the key of the held-out evaluation batch (rooted at EvalConfig.seed, not a run seed)
+EXPERIMENT_STREAM = 3  # the root of an experiment script's own keys (held-out sets, rollouts; never a run's)
 
 
 def stream_key(seed: int | Array, stream: int) -> Array:

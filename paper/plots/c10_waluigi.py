@@ -55,9 +55,11 @@ def draw(record: dict, figures: Path, tables: Path) -> list[Path]:
                         f"{grid['num_seeds']} seeds x {grid['num_rollouts']} rollouts")
         paths = save(figure, figures, NAME)
     length = rows[0]["n"][-1]
-    header = ["temperature", f"model P(revealed by {length})", "exact", f"model mean P(W given x_1..{length})", "exact"]
+    header = ["temperature", f"model P(revealed by {length})", "tempered Bayes", f"model mean P(W given x_1..{length})",
+              "tempered Bayes"]
     body = [[f"{r['temperature']:g}", pm(r["model_revealed_final"]), f"{r['bayes_revealed'][-1]:.4f}",
              pm(r["model_posterior_w_final"]), f"{r['bayes_posterior_w'][-1]:.4f}"] for r in rows]
-    note = (f"Model: mean ± 95% interval over {grid['num_seeds']} seeds; exact: tempered Bayes rollouts "
-            f"({grid['num_exact_rollouts']}), closed form pi_W (1 - (1 - rho)^n) at temperature 1.")
+    note = (f"Model: mean ± 95% interval over {grid['num_seeds']} seeds; tempered Bayes: {grid['num_exact_rollouts']} "
+            "rollouts of the exact predictor at that temperature (Monte Carlo; at temperature 1 the closed form "
+            "pi_W (1 - (1 - rho)^n) is in the figure).")
     return paths + write_table(tables, NAME, header, body, record, note)

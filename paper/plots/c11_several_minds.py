@@ -124,7 +124,8 @@ def _sections(record: dict) -> list[tuple[str, list[str], list[list[str]]]]:
         for name in ("type_a", "type_b"):
             cells += [pm(speaking[name][who][i], 3) for who in "AB"]
         split_rows.append(cells)
-    split = ("The same probes scored where A speaks the next token and where B does (held-out R^2, 95% CI over seeds)",
+    split = ("Probes fitted on the first half of the held-out sequences, scored on the second half where A speaks the "
+             "next token and where B does (held-out R^2, 95% CI over seeds)",
              ["residual stream after", "A's type, A speaks", "A's type, B speaks", "B's type, A speaks", "B's type, B speaks"],
              split_rows)
     return [probes, split, factorisation]

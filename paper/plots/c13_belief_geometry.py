@@ -159,7 +159,9 @@ def _tables(record: dict, tables: Path) -> list[Path]:
         (f"Final-layer belief probe and loss by training tokens (mean ± s.d. over {seeds} seeds; targets: MSE ≤ "
          f"{targets['mse']:g}, loss ≤ {targets['loss_ratio']:g} x optimal = {record['optimal']['loss']:.5f} nats)",
          ["tokens", "probe MSE", "probe R^2", "control R^2", "loss / optimal", "targets met (all seeds)"], budget_rows),
-        (f"Held-out R^2 per residual stream at {last[0]['tokens'] / 1e6:.3g}M tokens (mean ± s.d. over {seeds} seeds)",
+        (f"Held-out R^2 per residual stream at {last[0]['tokens'] / 1e6:.3g}M tokens (mean ± s.d. over {seeds} seeds; "
+         "in Mess3 the next-token distribution is an affine copy of the belief, a b + (1 - a) / 3, so the "
+         "belief and next-token R^2 agree by construction)",
          ["layer", "belief R^2", "belief MSE", "next-token R^2", "control R^2"], layer_rows),
     ]
     return write_sections(tables, NAME, sections, record)

@@ -143,8 +143,10 @@ def _tables(record: dict, tables: Path) -> list[Path]:
     tex_head = [r"$\varepsilon$", "measured", r"$-\log(1-\varepsilon)$", "max error"]
     groups = [r"\multicolumn{3}{c}{$(F_n(Q') - F_n(Q))/n$ (nats)}"]
     if n_mc:
-        md_head += [f"P(g in {n_mc}), chain-rule MC", f"P(g in {n_mc}), fraction of MC generations", f"P(g in {n_mc}) closed form"]
-        tex_head += ["chain-rule MC", "fraction of generations", "closed form"]
+        # Both Monte Carlo columns are shares of sampled generations of Q' (Q = P): those holding g (the
+        # off-support fraction of G's estimator) and TV_n's estimate E[(1 - P/Q')_+], which equals it here.
+        md_head += [f"P(g in {n_mc}), MC: generations with g", f"P(g in {n_mc}), MC: TV_n estimate", f"P(g in {n_mc}) closed form"]
+        tex_head += ["MC: generations with g", r"MC: $TV_n$ estimate", "closed form"]
         groups.append(rf"\multicolumn{{3}}{{c}}{{$P(g\ \mathrm{{in}}\ {n_mc})$}}")
     if n_mc != claim_n:
         md_head.append(f"P(g in {claim_n}) closed form")

@@ -21,6 +21,7 @@ import numpy as np
 import tyro
 from scipy import stats
 
+from toymodels.data import EXPERIMENT_STREAM, stream_key
 from toymodels.optimizer import OptimizerConfig
 from toymodels.probes import probe_layers, shuffled_control
 from toymodels.results import run_metadata, write_json_atomic
@@ -118,8 +119,10 @@ def run_dir(args: Args, name: str, tag: str) -> Path:
 
 
 def key(args: Args, *path: int):
-    """An evaluation key: fold_in of key(seed) along `path`."""
-    k = jax.random.key(args.seed)
+    """An evaluation key: the experiment stream of the seed (toymodels.data.EXPERIMENT_STREAM), folded
+    along `path`. Its own stream, so that no path gives a training run's key: key(seed) folded along
+    (1, t) is the batch key of step t, and a held-out set drawn with it repeated that training batch."""
+    k = stream_key(args.seed, EXPERIMENT_STREAM)
     for i in path:
         k = jax.random.fold_in(k, i)
     return k
