@@ -265,6 +265,27 @@ def test_log_prob_of_blocks_whose_mass_underflows(dtype, rare):
     assert np.all(log_prob[len(rows) :] == -np.inf)
 
 
+@pytest.mark.parametrize("dtype, small", [(np.float32, 1e-12), (np.float64, 1e-300)])
+def test_log_prob_keeps_a_state_of_small_belief_through_a_block(dtype, small):
+    """State 1 starts with belief `small`; both states emit token 1 with probability 1e-4, so after seven
+    1s the block's mass is about 1e-28 (normal) while state 1's unnormalised entry, small * 1e-28, is
+    below the smallest normal number. Token 2, which only state 1 emits, then follows. The sequence is
+    possible: log_prob must be finite and equal a NumPy float64 forward pass (it was -inf when blocks
+    ran unscaled: state 1 vanished in the block)."""
+    rare = 1e-4
+    transitions = np.zeros((3, 2, 2))
+    transitions[0, 0, 0], transitions[1, 0, 0] = 1 - rare, rare
+    transitions[0, 1, 1], transitions[1, 1, 1], transitions[2, 1, 1] = (1 - rare) / 2, rare, (1 - rare) / 2
+    initial = np.array([1 - small, small])
+    process = HMMProcess(transitions.astype(dtype), initial.astype(dtype))
+    tokens = np.array([[1] * 7 + [0] + [2], [1] * 7 + [2] + [0]])
+    log_prob = np.asarray(process.log_prob(tokens), np.float64)
+    as_held = transitions.astype(dtype).astype(np.float64), initial.astype(dtype).astype(np.float64)
+    expected = [bf.hmm_forward(*as_held, row)[0][-1] for row in tokens]
+    assert np.all(np.isfinite(expected))
+    np.testing.assert_allclose(log_prob, expected, rtol=16 * np.finfo(dtype).eps * tokens.shape[1])
+
+
 @given(hmms_of_shapes(), st.sampled_from((5, 8, 19)), st.integers(0, 2**32 - 1))
 def test_log_prob_at_block_edges_matches_numpy_forward(hmm, length, seed):
     """Shorter than a block, exactly one block, blocks and a remainder: log_prob equals the NumPy

@@ -303,10 +303,10 @@ def _log_likelihood(process: _Recursion, tokens):
     Normalising the belief costs a row sum and a division per token, about as much as the product itself
     at small S, and log_prob only needs the masses. So the recursion runs unnormalised through a block of
     _BLOCK tokens, u <- u T[x], and normalises once per block: P(block | past) is the block's final mass.
-    Underflow is the only risk, and it is checked rather than assumed away (see _safe_mass); a block
-    whose mass falls below the safe level (rare tokens, impossible ones) is recomputed one normalised
-    step at a time, as are the tokens after the last whole block. An impossible token (mass 0, or an
-    id >= V) makes the sequence -inf."""
+    Underflow is the only risk, and it is checked rather than assumed away (see _filter_block); a block
+    whose mass falls too low (rare tokens, impossible ones) is recomputed one normalised step at a time,
+    as are the tokens after the last whole block. An impossible token (mass 0, or an id >= V) makes the
+    sequence -inf."""
     batch, length = tokens.shape
     in_vocab = tokens < process.vocab_size
     safe_LxB = jnp.where(in_vocab, tokens, 0).T
@@ -319,29 +319,33 @@ def _log_likelihood(process: _Recursion, tokens):
     return jnp.where(in_vocab.all(axis=1), log_masses.sum(axis=0) + log_remainder, -jnp.inf)
 
 
-def _safe_mass(process: _Recursion, dtype) -> float:
-    """The smallest final mass for which an unnormalised block is as accurate as a normalised one.
-
-    Every T[x] is substochastic, so the total mass only shrinks within a block and ends at its minimum,
-    and an error in the forward vector is never amplified. The only error beyond ordinary rounding is a
-    product that falls below the smallest normal number `tiny` (flushed to zero, as XLA:CPU does, or
-    kept as a subnormal), which is off by less than `tiny`; a block forms at most _BLOCK * S * (S + 1)
-    products. If the final mass is at least that many `tiny`s divided by eps, those errors together are
-    under one ulp of it (S = 32: 8e-28 in float32, 8e-289 in float64)."""
-    info = jnp.finfo(dtype)
-    products = _BLOCK * process.num_states * (process.num_states + 1)
-    return float(info.tiny) * products / float(info.eps)
+def _block_scale(dtype) -> tuple[float, float]:
+    """(2^e, 2^-e) with 2^e about the largest power of two the dtype holds, less 8 binary orders of margin
+    (a row of T[x] may sum to 1 plus rounding): 2^120 in float32, 2^1016 in float64."""
+    exponent = jnp.finfo(dtype).maxexp - 8
+    return 2.0**exponent, 2.0**-exponent
 
 
 def _filter_block(process: _Recursion, belief, tokens_KxB):
     """(belief after the block, log P(block | past) [B]) from a normalised belief: unnormalised through
-    the block (unrolled), or stepwise for the rows whose mass fell below _safe_mass."""
-    unnormalised = belief
+    the block (unrolled), or stepwise for the rows whose mass fell too low.
+
+    The block starts from the belief scaled by M = _block_scale: every T[x] is substochastic, so the
+    vector only shrinks and never overflows, and a state's entry, M beta f (start belief beta, product f
+    of its path's factors), underflows only when beta f < tiny / M. The normalised filter keeps a
+    state while beta f / m >= tiny, m >= the block's final relative mass; so whenever that mass is at
+    least 1 / M (a final scaled mass of at least 1) the block loses no state the normalised filter
+    keeps, and its mass, far above tiny, carries no underflow error. Below that the row is redone
+    stepwise. Unscaled, a state with a small belief vanished in a block of small mass, and a later token
+    only it could emit made a possible sequence -inf."""
+    scale, inverse = _block_scale(belief.dtype)
+    unnormalised = belief * scale
     for token in tokens_KxB:
         unnormalised = _joint_next(process, unnormalised, token)
     mass = unnormalised.sum(axis=-1)
-    fast = (unnormalised / jnp.where(mass > 0, mass, 1.0)[:, None], jnp.log(mass))
-    redo = mass < _safe_mass(process, mass.dtype)
+    # mass * inverse is exact (a power of two, and mass >= 1 where it is used); its log has full precision.
+    fast = (unnormalised / jnp.where(mass > 0, mass, 1.0)[:, None], jnp.log(mass * inverse))
+    redo = mass < 1.0
 
     def stepwise():
         exact = _filter_stepwise(process, belief, tokens_KxB)
