@@ -7,9 +7,9 @@ vocabulary. Everything is exact Bayes over the component index k (C1 (a), C7):
     p(v | x_<t)  = sum_k pi(k | x_<t) p_k(v | x_<t)
     log P(x)     = logsumexp_k (log w_k + log P_k(x))
 
-with every P_k(x_<t) taken from the component's own log-conditionals by the chain rule and combined in
-log space, so that posteriors stay exact for sequences of any length (the products underflow after a
-few hundred tokens; their logarithms do not). The latent (named "component" unless the caller names
+with pi(k | x_<t) updated token by token from the components' own log-conditionals and renormalised
+in log space, so that posteriors stay exact for sequences of any length (the products P_k underflow
+after a few hundred tokens, and differences of their logarithms lose precision as they grow). The latent (named "component" unless the caller names
 it) is the index k. Sampling draws k per sequence from w, then a sequence from component k (its own
 `sample`, or `toymodels.sampling.generate` for a plain predictor).
 """
@@ -233,33 +233,45 @@ def _combine_next(log_post, log_next, alive):
     return jnp.where(alive[:, None], mixed, -jnp.inf)
 
 
-def _joint_prefix(mixture: MixtureProcess, tokens):
-    """(log w_k + log P_k(x_<=t) [K, B, L+1], log p_k(v | x_<t) [K, B, L, V])."""
-    log_cond = jnp.stack([c.log_conditionals(tokens) for c in mixture.components])
-    prefix = jax.vmap(prefix_log_probs, in_axes=(0, None))(log_cond, tokens)
-    return mixture.log_weights.astype(prefix.dtype)[:, None, None] + prefix, log_cond
+def _posterior_path(mixture: MixtureProcess, tokens):
+    """(log pi(k | x_<=t) [B, L+1, K], alive [B, L+1], log p_k(v | x_<t) [K, B, L, V]).
+
+    One scan renormalises the log posterior after every token, as `step` does, so it stays O(1): the
+    joint log w_k + log P_k(x_<=t) grows like -t, and differences of such values (in a cumulative sum)
+    lost about eps * t of absolute precision, 7e-4 nats at 10^4 tokens in float32. After an impossible
+    prefix (every component rules it out) the posterior stays frozen and alive is False."""
+    log_cond = jnp.stack([c.log_conditionals(tokens) for c in mixture.components])  # [K, B, L, V]
+    scores = jax.vmap(token_log_probs, in_axes=(0, None))(log_cond, tokens)  # [K, B, L]
+    batch = tokens.shape[0]
+    log_post0 = jnp.broadcast_to(mixture.log_weights.astype(log_cond.dtype), (batch, mixture.num_components))
+
+    def body(carry, scores_KxB):
+        log_post, alive = carry
+        joint = log_post + scores_KxB.T
+        total = jax.nn.logsumexp(joint, axis=-1, keepdims=True)
+        alive = alive & jnp.isfinite(total[:, 0])
+        log_post = jnp.where(alive[:, None], _safe_difference(joint, total), log_post)
+        return (log_post, alive), (log_post, alive)
+
+    alive0 = jnp.ones((batch,), bool)
+    _, (log_posts, alives) = jax.lax.scan(body, (log_post0, alive0), jnp.moveaxis(scores, 2, 0))
+    log_posts = jnp.concatenate([log_post0[None], log_posts], axis=0)  # [L+1, B, K]
+    alives = jnp.concatenate([alive0[None], alives], axis=0)  # [L+1, B]
+    return jnp.moveaxis(log_posts, 0, 1), alives.T, log_cond
 
 
 @jax.jit
 def _log_conditionals(mixture: MixtureProcess, tokens):
-    joint, log_cond = _joint_prefix(mixture, tokens)
-    joint = joint[:, :, :-1]
-    numerator = jax.nn.logsumexp(joint[..., None] + log_cond, axis=0)
-    denominator = jax.nn.logsumexp(joint, axis=0)[..., None]
-    return _safe_difference(numerator, denominator)
+    log_post, alive, log_cond = _posterior_path(mixture, tokens)
+    before = jnp.moveaxis(log_post[:, :-1], -1, 0)  # [K, B, L]: the posterior given x_<t
+    mixed = jax.nn.logsumexp(before[..., None] + log_cond, axis=0)
+    return jnp.where(alive[:, :-1, None], mixed, -jnp.inf)
 
 
 @jax.jit
 def _posterior(mixture: MixtureProcess, tokens):
-    joint, _ = _joint_prefix(mixture, tokens)
-    joint = jnp.moveaxis(joint, 0, -1)  # [B, L+1, K]
-    total = jax.nn.logsumexp(joint, axis=-1, keepdims=True)
-    alive = jnp.isfinite(total[..., 0])  # monotone: an impossible prefix stays impossible
-    post = jnp.exp(_safe_difference(joint, total))
-    last = jnp.maximum(alive.sum(axis=-1) - 1, 0)  # the longest possible prefix
-    frozen = jnp.take_along_axis(post, last[:, None, None], axis=1)
-    steps = jnp.arange(post.shape[1])
-    return jnp.where((steps[None, :] <= last[:, None])[..., None], post, frozen)
+    log_post, _, _ = _posterior_path(mixture, tokens)
+    return jnp.exp(log_post)  # frozen at the longest possible prefix after an impossible one
 
 
 @jax.jit
