@@ -54,6 +54,23 @@ def test_deterministic_zeros_are_exact():
     assert np.all(chance[2] == chance[2, 0])  # end of document as the first token: frozen at the prior
 
 
+def test_float32_consistent_posterior_of_a_small_block_beside_large_ones():
+    """float32: hash values 0 and 1 hold about half of V^m = 2^20 payloads each, 2 holds a few, 6 and 7
+    one each. Given the hash prefix (1, 1) the hash-blind world's P(H(y) = hash of the payload) is
+    sum over h in {6, 7} of count(h)^2 / (n (count(6) + count(7))) = 1 / n: a block of size 2 after
+    sums of about 5e11 > 2^24. From differences of float32 running sums of count^2 it came out 0 or
+    16,000 times too large; from per-node sums it is right to float32 rounding."""
+    n = 2**20
+    for small in (1, 3, 117):  # count of hash value 2
+        counts = np.array([n // 2, n // 2 - 2 - small, small, 0, 0, 0, 1, 1])
+        table = np.repeat(np.arange(8), counts)
+        with jax.enable_x64(False):
+            process = hash_then_payload(2, 20, 3, hash=table)
+            chance = np.asarray(process.posterior(np.array([[1, 1, 0]]), "consistent"))[0, :, 1]
+        expected = [(counts.astype(float) ** 2).sum() / n**2, 2 / (n * 2), 2 / (n * 2), counts[6] / n]
+        np.testing.assert_allclose(chance, expected, rtol=1e-5)
+
+
 def test_ten_thousand_tokens_stay_finite():
     """10^4-token documents with an HMM tail: finite log-probabilities and no NaN, for documents drawn
     here and for Q0's generations (through its incremental interface)."""

@@ -155,6 +155,9 @@ def test_long_sequences_stay_finite():
         (lambda: markov_chain([[0.5, 0.5], [-0.5, 1.5]]), "transition"),
         (lambda: markov_chain([[0.5, 0.5], [0.5, 0.5]], initial=[0.5, 0.6]), "initial"),
         (lambda: markov_chain([[0.5, 0.5], [0.5, 0.5]], initial=[1.0]), "initial"),
+        # Off by 1e-5 in float64: beyond rounding (np.isclose's default rtol once let it through, renormalised).
+        (lambda: markov_chain([[0.5, 0.5], [0.5, 0.5]], initial=[0.5, 0.50001]), "initial"),
+        (lambda: markov_chain([[0.5, 0.50001], [0.5, 0.5]]), "transition"),
         (lambda: random_hmm(0, 2), "vocab_size"),
         (lambda: random_hmm(2, 0), "num_states"),
         (lambda: random_hmm(2, 2, concentration=0.0), "concentration"),

@@ -29,7 +29,7 @@ from toymodels.predictors import PytreeNode, align_vocab
 class HashTables(PytreeNode):
     """The arrays exact inference reads, from a hash table [V^m] of hash indices in [0, V^k)."""
 
-    _data_fields = ("sorted_payloads", "sorted_position", "offsets", "square_offsets", "hash_of", "tail")
+    _data_fields = ("sorted_payloads", "sorted_position", "offsets", "node_squares", "hash_of", "tail")
     _static_fields = ("alphabet", "payload_length", "hash_length", "dtype_name")
 
     def __init__(self, table: np.ndarray, alphabet: int, payload_length: int, hash_length: int, tail, dtype):
@@ -40,8 +40,13 @@ class HashTables(PytreeNode):
         self.sorted_payloads = jnp.asarray(order, jnp.int32)  # payload indices in (hash, payload) order
         self.sorted_position = jnp.asarray(position, jnp.int32)  # where each payload sits in that order
         self.offsets = jnp.asarray(np.concatenate([[0], np.cumsum(counts)]), jnp.int32)  # hash h: [o_h, o_h+1)
-        squares = np.concatenate([[0.0], np.cumsum(counts.astype(np.float64) ** 2)])
-        self.square_offsets = jnp.asarray(squares, dtype)  # sum of count(h)^2 over the first hash values
+        # Sum of count(h)^2 over the hash values h under each node of the hash trie, level by level
+        # (level t: V^t nodes, one per t-token hash prefix; see _node_index), summed in float64 here and
+        # rounded once: differences of float32 running sums lost whole small blocks past 2^24.
+        levels = [counts.astype(np.float64) ** 2]
+        for _ in range(hash_length):
+            levels.append(levels[-1].reshape(-1, alphabet).sum(axis=1))
+        self.node_squares = jnp.asarray(np.concatenate(levels[::-1]), dtype)
         self.hash_of = jnp.asarray(table, jnp.int32)
         self.tail = tail
         self.alphabet, self.payload_length, self.hash_length = alphabet, payload_length, hash_length
@@ -191,15 +196,19 @@ def _hold_after_head(values, length: int):
     return jnp.concatenate([values, jnp.repeat(values[:, -1:], missing, axis=1)], axis=1) if missing else values
 
 
+def _node_index(proc: HashTables, depth, node):
+    """Where the hash-trie node `node` (a depth-token hash prefix as an integer) sits in node_squares:
+    after the (V^depth - 1) / (V - 1) nodes of the levels above it."""
+    return (_powers(proc)[depth] - 1) // (proc.alphabet - 1) + node
+
+
 def _consistent_chance(proc: HashTables, node, lo, hi, alive, blind_alive):
     """[B, H+1] P(H(y) = h | prefix of t tokens) in the hash-blind world; frozen after a prefix that
     world cannot produce (blind_alive is monotone, so its running count finds the last one it can)."""
     k, m, n = proc.hash_length, proc.payload_length, proc.num_payloads
     t = jnp.arange(node.shape[1])
     in_hash = t < k
-    block = _powers(proc)[k - jnp.clip(t, 0, k)]
-    first = jnp.where(in_hash, node, 0) * block
-    squares = proc.square_offsets[first + block] - proc.square_offsets[first]
+    squares = proc.node_squares[_node_index(proc, jnp.clip(t, 0, k), jnp.where(in_hash, node, 0))]
     size = (hi - lo).astype(proc.dtype_name)
     hash_phase = squares / (jnp.maximum(size, 1.0) * n)
     payload_phase = size / _powers(proc).astype(proc.dtype_name)[m - jnp.clip(t - k, 0, m)]

@@ -16,7 +16,7 @@ import itertools
 
 import numpy as np
 
-from toymodels.processes._validation import as_probabilities
+from toymodels.processes._validation import as_probabilities, device_dtype, sum_tolerance
 from toymodels.processes.hmm import HMMProcess
 from toymodels.processes.registry import register_family
 
@@ -95,14 +95,17 @@ def markov_chain(transition, initial=None) -> HMMProcess:
         raise ValueError(f"transition must have shape [V] * (k + 1) with k >= 1, got {kernel.shape}")
     as_probabilities(kernel.reshape(-1, kernel.shape[-1]), "transition", ndim=2)
     vocab, order = kernel.shape[0], kernel.ndim - 1
-    if not np.allclose(kernel.sum(axis=-1), 1.0, atol=1e-9):
-        raise ValueError("transition: each row transition[h, :] must sum to 1")
+    # Within rounding of the dtype given (np.isclose's default rtol of 1e-5 let real errors through, and
+    # `initial` was then silently renormalised).
+    tolerance = sum_tolerance(device_dtype(np.asarray(transition)))
+    if not np.allclose(kernel.sum(axis=-1), 1.0, rtol=0, atol=tolerance):
+        raise ValueError(f"transition: each row transition[h, :] must sum to 1 (within {tolerance:g})")
     start = np.full((vocab,) * order, vocab**-order) if initial is None else np.asarray(initial, np.float64)
     if start.shape != (vocab,) * order:
         raise ValueError(f"initial must have shape {(vocab,) * order} (the first k tokens), got {start.shape}")
     as_probabilities(start.reshape(1, -1), "initial", ndim=2)
-    if not np.isclose(start.sum(), 1.0, atol=1e-9):
-        raise ValueError(f"initial must sum to 1, got {start.sum()}")
+    if not np.isclose(start.sum(), 1.0, rtol=0, atol=tolerance):
+        raise ValueError(f"initial must sum to 1 (within {tolerance:g}), got {start.sum()!r}")
 
     histories = [h for j in range(order + 1) for h in itertools.product(range(vocab), repeat=j)]
     index = {h: i for i, h in enumerate(histories)}
