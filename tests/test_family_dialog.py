@@ -204,6 +204,10 @@ RANDOM = dict(num_types_a=2, num_types_b=2, vocab_size=2, turn_length=1)
         (random_dialog, dict(RANDOM, vocab_size=0), "vocab_size"),
         (random_dialog, dict(RANDOM, turn_length=0), "turn_length"),
         (random_dialog, dict(RANDOM, coupled="yes"), "coupled"),
+        (random_dialog, dict(RANDOM, num_types_a=None), "num_types_a"),
+        (random_dialog, dict(RANDOM, vocab_size=float("nan")), "vocab_size"),
+        (random_dialog, dict(RANDOM, seed=1.5), "seed"),
+        (random_dialog, dict(RANDOM, seed=-1), "seed"),
     ],
 )
 def test_bad_arguments(constructor, kwargs, match):

@@ -129,12 +129,21 @@ def test_protocol_registry_and_metadata():
         (dict(tail="eod"), "tail"),
         (dict(tail=Constant(np.ones(3) / 3)), "tail"),
         (dict(seed=-1), "seed"),
+        (dict(vocab_size=None), "vocab_size"),
+        (dict(vocab_size=float("nan")), "vocab_size"),
+        (dict(payload_length=2.5), "payload_length"),
     ],
 )
 def test_bad_arguments_raise(kwargs, name):
     arguments = dict(vocab_size=2, payload_length=3, hash_length=2) | kwargs
     with pytest.raises(ValueError, match=name):
         hash_then_payload(**arguments)
+
+
+def test_preimage_labels_are_distinct_with_two_digit_tokens():
+    """V = 12: payloads (1, 10) and (11, 0) once shared the label '110'; every latent's labels are distinct."""
+    labels = hash_then_payload(12, 2, 1).latents["preimage"]
+    assert len(labels) == 144 and len(set(labels)) == 144 and labels[22] == "1,10"
 
 
 def test_bad_uses_raise():

@@ -189,3 +189,12 @@ def test_registered_example_is_small():
 def test_bad_arguments_raise(kwargs, name):
     with pytest.raises(ValueError, match=name):
         offscreen(**kwargs)
+
+
+def test_float32_rows_are_accepted_within_their_rounding():
+    """A float32 distribution sums to 1 only within float32 rounding (0.1 + 0.2 + 0.7 = 0.99999999 in
+    float64): it is accepted, also in x64 mode, where it was once refused, and the process is exact."""
+    rows = np.array([[0.1, 0.2, 0.7]], np.float32)
+    process = offscreen(0.3, 0.2, num_contents=3, num_commands=1, content_probs=rows)
+    tokens = process.sample(jax.random.key(0), 4, 6)
+    assert np.all(np.isfinite(np.asarray(process.log_prob(tokens))))

@@ -24,7 +24,9 @@ from toymodels.processes._validation import as_probabilities, device_dtype, sum_
 
 
 def distribution(value, name: str, ndim: int, shape: tuple[int, ...] | None = None) -> np.ndarray:
-    """Probability vectors along the last axis, each summing to 1 (never renormalised here)."""
+    """Probability vectors along the last axis, each summing to 1 within the rounding of the dtype given.
+    Returned in float64 with that rounding removed (a float32 row off by 1e-8 would otherwise fail the
+    float64 check of the HMM built from it); an error beyond rounding raises."""
     array = as_probabilities(value, name, ndim)
     if shape is not None and array.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {array.shape}")
@@ -36,12 +38,14 @@ def distribution(value, name: str, ndim: int, shape: tuple[int, ...] | None = No
         raise ValueError(
             f"{name}: {what} must sum to 1 (within {tolerance:g}), one sums to {worst:.12g}"
         )
-    return array.astype(np.float64)
+    array = array.astype(np.float64)
+    return array / array.sum(axis=-1, keepdims=True)
 
 
 def size(value, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or int(value) != value or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
+    whole = isinstance(value, (int, np.integer)) or (isinstance(value, (float, np.floating)) and float(value).is_integer())
+    if isinstance(value, bool) or not whole or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
     return int(value)
 
 

@@ -160,7 +160,7 @@ def random_dialog(
     vocab = _turns.size(vocab_size, "vocab_size")
     if not isinstance(coupled, (bool, np.bool_)):
         raise ValueError(f"coupled must be True or False, got {coupled!r}")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_turns.size(seed, "seed", 0))
     shape, columns = (num_a, num_b, vocab, vocab), np.arange(vocab)
     if coupled:
         policies_a = _turns.random_rows(rng, shape[:3], vocab, columns)

@@ -45,7 +45,8 @@ MAX_PREIMAGE_LATENT = 4096  # a posterior over more payloads than this is [B, L+
 
 
 def _positive_int(value, name: str, low: int = 1) -> int:
-    if isinstance(value, bool) or int(value) != value or value < low:
+    whole = isinstance(value, (int, np.integer)) or (isinstance(value, (float, np.floating)) and float(value).is_integer())
+    if isinstance(value, bool) or not whole or value < low:
         raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
     return int(value)
 
@@ -173,7 +174,8 @@ class HashThenPayload(PytreeNode):
         out = {"consistent": ("no", "yes")}
         if self.num_payloads <= MAX_PREIMAGE_LATENT:
             digits = payload_digits(self.alphabet, self.payload_length, np.arange(self.num_payloads))
-            out["preimage"] = tuple("".join(map(str, row)) for row in digits)
+            separator = "" if self.alphabet <= 10 else ","  # "1,10" and "11,0", not "110" twice
+            out["preimage"] = tuple(separator.join(map(str, row)) for row in digits)
         if self.custom_tail:
             out.update({f"tail_{name}": labels for name, labels in self.tail.latents.items()})
         return out

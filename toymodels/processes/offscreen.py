@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from toymodels.processes._validation import as_probabilities
+from toymodels.processes._validation import as_probabilities, device_dtype, sum_tolerance
 from toymodels.processes.hmm import HMMProcess
 from toymodels.processes.registry import register_family
 
@@ -58,9 +58,10 @@ def _distribution_rows(value, name: str, shape: tuple[int, ...]) -> np.ndarray:
     if array.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {array.shape}")
     sums = array.sum(axis=-1)
-    if not np.allclose(sums, 1.0, rtol=0, atol=1e-9):
-        raise ValueError(f"{name} must sum to 1 over its last axis (a distribution), got sums {sums}")
-    return array
+    tolerance = sum_tolerance(device_dtype(np.asarray(value)))  # rounding of the dtype given, no more
+    if not np.allclose(sums, 1.0, rtol=0, atol=tolerance):
+        raise ValueError(f"{name} must sum to 1 over its last axis (within {tolerance:g}), got sums {sums}")
+    return array / sums[..., None]  # float64, without that rounding (the HMM built from it checks in float64)
 
 
 def default_content_probs(num_commands: int, num_contents: int) -> np.ndarray:
