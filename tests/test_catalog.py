@@ -42,11 +42,13 @@ def test_catalog_is_not_empty_and_names_every_family():
 
 
 def test_make_process_rejects_unknown_names_and_arguments():
-    """An unknown family or keyword raises ValueError naming it."""
+    """An unknown family or keyword, or a missing required argument, raises ValueError naming it."""
     with pytest.raises(ValueError, match="unknown process family"):
         make_process("no_such_family")
     with pytest.raises(ValueError, match="no_such_argument"):
         make_process(NAMES[0], no_such_argument=1)
+    with pytest.raises(ValueError, match="reveal_prob"):
+        make_process("waluigi", prior_w=0.3)
 
 
 @pytest.mark.parametrize("name", NAMES)

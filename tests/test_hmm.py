@@ -400,6 +400,21 @@ def test_bad_tokens_raise(tokens, method):
         getattr(process, method)(tokens)
 
 
+def test_negative_ids_in_traced_code_are_impossible_not_wrapped():
+    """The boundary refuses negative ids, but traced code (a caller's jit, or `step` inside a rollout)
+    cannot raise: there a negative id is an impossible token (log-prob -inf, the sequence dead), never
+    read as id V - 1 by wrap-around indexing."""
+    process = HMMProcess(*_good())
+    tokens = jnp.array([[0, -1, 1], [0, 1, 1]])
+    log_prob = jax.jit(lambda p, x: p.log_prob(x))(process, tokens)
+    assert log_prob[0] == -np.inf and np.isfinite(log_prob[1])
+    conditionals = jax.jit(lambda p, x: p.log_conditionals(x))(process, tokens)
+    assert np.all(np.isneginf(np.asarray(conditionals)[0, 2]))
+    state, _ = process.init_state(1)
+    state, log_next = jax.jit(process.step)(state, jnp.array([-1]))
+    assert not bool(state[1][0]) and np.all(np.isneginf(np.asarray(log_next)))
+
+
 @pytest.mark.parametrize(
     "num_sequences, length, argument",
     [

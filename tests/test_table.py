@@ -284,6 +284,7 @@ UNIFORM = np.full((2, 2, 2), 1 / 8)
         pytest.param(np.full(6, 1 / 6), 4, "vocab_size", id="flat-not-a-power"),
         pytest.param(np.full(6, 1 / 6), 1, "vocab_size", id="flat-vocab_size-1"),
         pytest.param(np.full(8, 1 / 8), 0, "vocab_size", id="flat-vocab_size-0"),
+        pytest.param(np.full(8, 1 / 8), 2.5, "vocab_size", id="flat-vocab_size-2.5"),
         pytest.param(UNIFORM, 3, "vocab_size", id="vocab_size-disagrees-with-shape"),
         pytest.param(np.full((2, 2), "a"), None, "probs", id="strings"),
     ],

@@ -73,7 +73,8 @@ def test_train_script_end_to_end(tmp_path):
     # A rerun finds the finished run: it trains nothing and evaluates the same parameters again.
     again = main(["--out", str(out), *ARGS])
     assert again["evaluation"][2]["kl"] == final["evaluation"][2]["kl"]
-    assert len((out / "metrics.jsonl").read_text().splitlines()) == 5  # one more evaluation record
+    rerun_metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rerun_metrics] == [2, 4, 6, 6] and "eval" in rerun_metrics[-1]  # replaced, not appended
 
 
 def test_run_config_from_the_command_line():

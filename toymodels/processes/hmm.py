@@ -255,8 +255,9 @@ def _joint_next(process: _Recursion, belief, token):
 
 def _update(process: _Recursion, belief, alive, token):
     """One filtering step. Returns (belief, alive, p(token | past)); impossible tokens (zero
-    probability, or ids >= V) leave the belief where it was and mark the sequence dead."""
-    in_vocab = token < process.vocab_size
+    probability, or ids outside [0, V): a negative one reaches here only from traced code, which the
+    boundary checks cannot see, and must not wrap around) leave the belief and mark the sequence dead."""
+    in_vocab = (token >= 0) & (token < process.vocab_size)
     unnormalised = _joint_next(process, belief, jnp.where(in_vocab, token, 0))
     mass = jnp.where(in_vocab, unnormalised.sum(axis=-1), 0.0)
     ok = alive & (mass > 0)
@@ -308,7 +309,7 @@ def _log_likelihood(process: _Recursion, tokens):
     as are the tokens after the last whole block. An impossible token (mass 0, or an id >= V) makes the
     sequence -inf."""
     batch, length = tokens.shape
-    in_vocab = tokens < process.vocab_size
+    in_vocab = (tokens >= 0) & (tokens < process.vocab_size)
     safe_LxB = jnp.where(in_vocab, tokens, 0).T
     num_blocks = length // _BLOCK
     belief0 = jnp.broadcast_to(process.initial, (batch, process.num_states))

@@ -46,6 +46,10 @@ def make_process(name: str, **kwargs):
     unknown = [k for k in kwargs if k not in parameters and not takes_any]
     if unknown:
         raise ValueError(f"{name} takes no argument(s) {unknown}; it takes {list(parameters)}")
+    missing = [k for k, p in parameters.items() if p.default is inspect.Parameter.empty and k not in kwargs
+               and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+    if missing:
+        raise ValueError(f"{name} needs argument(s) {missing}; it takes {list(parameters)}")
     return constructor(**kwargs)
 
 

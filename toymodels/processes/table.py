@@ -20,7 +20,10 @@ from toymodels.processes._validation import as_probabilities, check_sums_to_one,
 from toymodels.processes.hmm import _check_sizes
 
 
-def _table_shape(size: int, vocab_size: int | None, name: str) -> tuple[int, int]:
+def _table_shape(size: int, vocab_size, name: str) -> tuple[int, int]:
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)):
+        raise ValueError(f"vocab_size must be an int, got {vocab_size!r}")
+    vocab_size = int(vocab_size)
     if vocab_size < 2:
         raise ValueError(f"vocab_size={vocab_size} does not fix the length of a flat {name}; pass {name} with shape [V] * L")
     length = int(round(np.log(size) / np.log(vocab_size)))
@@ -53,7 +56,7 @@ class TableProcess(PytreeNode):
             if vocab_size is not None and vocab_size != vocab:
                 raise ValueError(f"vocab_size={vocab_size} disagrees with probs of shape {array.shape}")
         else:
-            vocab, length = _table_shape(flat.size, int(vocab_size), "probs")
+            vocab, length = _table_shape(flat.size, vocab_size, "probs")
         dtype = device_dtype(flat)
         check_sums_to_one(np.asarray([flat.sum()]), "probs", "the table", dtype)
         self._build(flat.astype(np.float64), vocab, length, dtype)
