@@ -98,6 +98,12 @@ def test_tv_rises_to_one_for_different_ergodic_chains(pair):
     assert np.all(np.diff(curves.tv) >= -ATOL)
     bc = markov_bhattacharyya(p, q, p_start, q_start, N)
     np.testing.assert_allclose(bc, bc_oracle, rtol=0, atol=ATOL)
+    # The one-length closed form (repeated squaring), which the far-length checks below and C1 rely on:
+    # against the oracle at every t, and against the step-by-step curve at a long length.
+    bc_at = [markov_bhattacharyya_at(p, q, p_start, q_start, t) for t in range(1, N + 1)]
+    np.testing.assert_allclose(bc_at, bc_oracle, rtol=0, atol=ATOL)
+    long = markov_bhattacharyya(p, q, p_start, q_start, 300)[-1]
+    assert abs(markov_bhattacharyya_at(p, q, p_start, q_start, 300) - long) <= 1e-9 * max(long, 1e-300) + 1e-300
     assert np.all(np.diff(bc) <= ATOL) and np.all(curves.tv >= 1 - bc - ATOL)
     rho, kappa = bhattacharyya_envelope(p, q)
     row_sums = np.sqrt(p * q).sum(axis=1)

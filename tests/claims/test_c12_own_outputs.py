@@ -96,6 +96,27 @@ def test_lost_token_stays_lost_with_the_binomial_zero_probability(p_i, alpha, nu
     assert lost_token_stays_lost(p_i, alpha, num_samples) == pytest.approx(binom.pmf(0, fresh, p_i), rel=1e-9)
 
 
+def test_refit_loop_is_a_martingale_and_keeps_a_lost_token_lost_at_the_binomial_rate():
+    """The loop itself, not only its parts: (a) one generation from p has mean p (4000 independent
+    loops, each coordinate within 5 standard errors); (b) once the model has lost token 2, its own
+    samples never produce it, so it stays lost at the next generation exactly when the round(alpha N)
+    fresh samples miss it, with probability (1 - p_2)^round(alpha N): the fraction over every (lost at k)
+    -> (k + 1) transition of 300 loops lies within 5 binomial standard errors of it (given the past,
+    each such transition is an independent Bernoulli trial with that probability)."""
+    probs = np.array([0.6, 0.3, 0.1])
+    first = np.array([np.asarray(refit_loop(jax.random.key(seed), probs, 20, 1))[1] for seed in range(4000)])
+    assert np.all(np.abs(first.mean(axis=0) - probs) <= 5 * np.sqrt(probs * (1 - probs) / 20 / len(first)))
+
+    num_samples, alpha = 10, 0.3
+    stays = []
+    for seed in range(300):
+        lost = np.asarray(refit_loop(jax.random.key(10_000 + seed), probs, num_samples, 60, alpha=alpha))[:, 2] == 0
+        stays.extend(lost[1:][lost[:-1]])
+    expected = lost_token_stays_lost(0.1, alpha, num_samples)
+    assert expected == pytest.approx(0.9**3) and len(stays) > 500
+    assert abs(np.mean(stays) - expected) <= 5 * math.sqrt(expected * (1 - expected) / len(stays))
+
+
 def test_fresh_samples_regain_support_but_can_miss_a_token():
     """With fresh samples a lost token comes back, yet some generation can still lack a token, where
     the forward KL is infinite."""
@@ -146,8 +167,11 @@ def test_markov_mle_is_biased_and_keeps_unvisited_rows():
         np.testing.assert_allclose(fitted, markov_mle_oracle(path, 2, kernel))
         expected += prob * fitted
     assert np.max(np.abs(expected - kernel)) > 1e-3
-    lost = np.array([[1.0, 0.0], [0.4, 0.6]])
-    assert markov_mle(np.array([[0, 0, 0]]), 2, previous=lost)[0, 1] == 0.0
+    # State 1 never visited: with the previous kernel its lost transition 1 -> 0 stays lost; without
+    # one the row falls back to uniform and the transition comes back.
+    lost = np.array([[0.9, 0.1], [0.0, 1.0]])
+    assert markov_mle(np.array([[0, 0, 0]]), 2, previous=lost)[1].tolist() == [0.0, 1.0]
+    assert markov_mle(np.array([[0, 0, 0]]), 2)[1].tolist() == [0.5, 0.5]
 
 
 @pytest.mark.parametrize(
