@@ -40,13 +40,14 @@ def mess3_matrices(x: float, alpha: float) -> tuple[np.ndarray, np.ndarray]:
     return moves, emits
 
 
-def mess3_filter(x: float, alpha: float, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def mess3_filter(x: float, alpha: float, tokens: np.ndarray, start=None) -> tuple[np.ndarray, np.ndarray]:
     """(beliefs [N, L+1, 3], next-token probabilities [N, L, 3]) by the textbook forward filter,
-    predict then update, over every row of tokens [N, L]; the start is uniform (Mess3's stationary law)."""
+    predict then update, over every row of tokens [N, L]; the start (the state before the first move)
+    is uniform, Mess3's stationary law, unless given."""
     moves, emits = mess3_matrices(x, alpha)
     n, length = tokens.shape
     beliefs = np.zeros((n, length + 1, 3))
-    beliefs[:, 0] = 1 / 3
+    beliefs[:, 0] = 1 / 3 if start is None else start
     predictions = np.zeros((n, length, 3))
     for t in range(length):
         state_next = beliefs[:, t] @ moves  # P(state after the move | x_<t)
@@ -172,6 +173,13 @@ def test_optimal_loss_at_context_10_and_the_entropy_rate():
 
     lower, upper = entropy_rate_bounds(process, context)
     assert lower <= upper == pytest.approx(per_position[-1], abs=1e-10)
+    # H(X_n | X_<n, S_0) = sum_s pi(s) H(X_n | X_<n, S_0 = s), each by the same NumPy filter started in s.
+    expected_lower = 0.0
+    for state in range(3):
+        _, started = mess3_filter(SHAI_2024["x"], SHAI_2024["alpha"], sequences, start=np.eye(3)[state])
+        chosen_s = np.take_along_axis(started, sequences[..., None], axis=-1)[..., 0]
+        expected_lower += -(chosen_s.prod(axis=1) * np.log(chosen_s[:, -1])).sum() / 3
+    assert lower == pytest.approx(expected_lower, abs=1e-10)
     assert 0.785 < lower and upper < 0.795 and upper < loss - 0.03
     shorter = entropy_rate_bounds(process, context - 2)
     assert shorter[0] <= lower and upper <= shorter[1]  # the bracket only tightens with n
