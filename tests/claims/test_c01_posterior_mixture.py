@@ -29,7 +29,7 @@ from _oracles_a import (
 )
 from brute_force import all_sequences, binomial_pvalues
 from brute_force_authors import map_author_reference, markov_kernels
-from hypothesis import Phase, find, given, note, settings
+from hypothesis import Phase, example, find, given, note, settings
 from hypothesis import strategies as st
 
 from theory.claims.c01_posterior_mixture import (
@@ -120,7 +120,15 @@ def test_bayes_conditional_is_the_posterior_mixture(case):
 # --------------------------------------------------------------------------------------------------
 
 
+def identical_authors():
+    """K copies of one author (same kernel, same start): the branch where no author pays, which random
+    draws reach only now and then."""
+    kernel = np.random.default_rng(7).dirichlet(np.ones(V), size=V)
+    return np.stack([kernel] * K), np.full((K, V), 1 / V), np.full(K, 1 / K)
+
+
 @given(author_cases())
+@example(case=identical_authors())
 def test_one_author_pays_iff_it_differs_from_the_mixture(case):
     """The mixture has F_n = 0. Author a has F_n = KL(P_n || P_a,n) (oracle) for n = 1..4, so F_n > 0
     exactly when P_a,n != P_n (then F_n >= 2 TV^2 > 0); when the authors' length-n distributions are
