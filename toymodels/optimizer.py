@@ -42,7 +42,7 @@ class OptimizerConfig:
     learning_rate: float = 1e-3  # peak learning rate (TrainConfig.learning_rates overrides it per slot)
     schedule: str = "cosine"  # after warmup: "cosine" decay to final_fraction * peak, or "constant"
     warmup_fraction: float = 0.05  # fraction of the steps spent rising linearly from 0 to the peak
-    final_fraction: float = 0.1  # where the cosine ends, at step `steps` (the last step, 0-based steps - 1, is just above)
+    final_fraction: float = 0.1  # the cosine's end, at step `steps` (the last step, steps - 1, is just above)
     b1: float = 0.9  # AdamW decay rate of the first moment
     b2: float = 0.999  # AdamW decay rate of the second moment
     eps: float = 1e-8  # AdamW denominator epsilon

@@ -20,7 +20,7 @@ import numpy as np
 
 # Paths whose changes do not make the code dirty: the paper's figures and tables are outputs (they even
 # record the code version), and rewriting them after a commit must not mark every later run "-dirty".
-NOT_CODE = ("paper",)
+NOT_CODE = ("paper/figures", "paper/tables")
 
 
 def code_version(where: str | os.PathLike | None = None) -> str:

@@ -9,8 +9,8 @@ vocabulary. Everything is exact Bayes over the component index k (C1 (a), C7):
 
 with pi(k | x_<t) updated token by token from the components' own log-conditionals and renormalised
 in log space, so that posteriors stay exact for sequences of any length (the products P_k underflow
-after a few hundred tokens, and differences of their logarithms lose precision as they grow). The latent (named "component" unless the caller names
-it) is the index k. Sampling draws k per sequence from w, then a sequence from component k (its own
+after a few hundred tokens, and differences of their logarithms lose precision as they grow). The
+latent (named "component" unless the caller names it) is the index k. Sampling draws k per sequence from w, then a sequence from component k (its own
 `sample`, or `toymodels.sampling.generate` for a plain predictor).
 """
 
