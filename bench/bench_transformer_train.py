@@ -316,11 +316,13 @@ def main() -> None:
                   one: torch_run(torch_steps[:1], threads), one_1: torch_run(torch_steps[:1], 1),
                   f"toymodels engine, {seeds} seeds": engine(seeds),
                   many: torch_run(torch_steps, threads), many_1: torch_run(torch_steps, 1)}
+    # Models each contender trains per step, stated, not read off its name (a thread count equal to
+    # the seed count once made the one-model PyTorch contender count as `seeds` models).
+    models = {name: seeds if name in (f"toymodels engine, {seeds} seeds", many, many_1) else 1 for name in contenders}
     per_round = round_times(contenders, args.repeats, warmup=2, pause=0.5)
     times = {name: min(t) for name, t in per_round.items()}
     matmul = matmul_gflops(args.repeats * 3, size=args.matmul_size)
     flops = model_flops_per_step(config, args.batch, args.length)
-    models = {name: (seeds if f"{seeds} " in name else 1) for name in contenders}
     tokens_per_step = args.batch * args.length
 
     params = sum(p.numel() for p in torch_model(torch, config).parameters())

@@ -36,8 +36,8 @@ def kernel_table(trace_dir: str, steps: int, top: int) -> list[str]:
     for plane, line in lines:
         total, calls = collections.Counter(), collections.Counter()
         for event in line.events:
-            if not devices and ("Execute" in event.name or event.name.startswith("Wait")):
-                continue  # a host thread's wrappers around the thunks (they would count each twice)
+            if not devices and ("Execute" in event.name or event.name.startswith(("Wait", "Rendezvous"))):
+                continue  # nested in other events on a host thread (wrappers, collectives): counted twice
             total[event.name] += event.duration_ns
             calls[event.name] += 1
         if not total:
