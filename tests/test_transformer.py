@@ -291,6 +291,9 @@ def test_predictor_boundary_and_clipping():
         q.log_conditionals(np.zeros((1, CONTEXT + 1), np.int32))
     with pytest.raises(ValueError, match="negative"):
         q.log_conditionals(-np.ones((1, 2), np.int32))
+    state, _ = q.init_state(1)
+    with pytest.raises(ValueError, match="negative"):  # it would index the embedding from the end: BOS
+        q.step(state, np.array([-1], np.int32))
     with pytest.raises(ValueError, match="batch"):
         q.init_state(0)
     with pytest.raises(ValueError, match="params"):

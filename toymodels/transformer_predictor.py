@@ -120,6 +120,9 @@ class TransformerPredictor(PytreeNode):
             raise ValueError(
                 f"token must be an integer array of shape [batch], got {token.dtype}{token.shape}"
             )
+        # A negative id would index the embedding from the end, i.e. read as BOS: refuse it when the
+        # value is known (inside a caller's jit it is not; log_conditionals checks its tokens alike).
+        check_tokens(token[:, None], "token")
         return self._read(state, jnp.minimum(token, self.config.vocab_size - 1).astype(jnp.int32))
 
     def _read(self, state: KVCache, inputs_B):
