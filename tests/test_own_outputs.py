@@ -24,11 +24,13 @@ from toymodels.data import DatasetProcess
 from toymodels.own_outputs import (
     CategoricalFitter,
     MarkovFitter,
+    OwnOutputsRunConfig,
     TransformerFitter,
     iid_process,
     own_outputs_loop,
 )
 from toymodels.processes import markov_chain
+from toymodels.training import TrainConfig
 from script_loader import load_script
 
 VOCAB, GENERATIONS = 4, 5
@@ -181,6 +183,8 @@ def test_dataset_process_samples_rows():
                                   num_samples=4, length=1, alpha=2.0), "alpha"),
         (lambda: own_outputs_loop(CategoricalFitter(2), iid_process([0.5, 0.5]), jax.random.key(0), generations=1,
                                   num_samples=4, length=1, divergence_length=2), "divergence_length"),
+        # A rate sweep the loop would silently ignore (it trains one model per generation).
+        (lambda: OwnOutputsRunConfig(out="x", train=TrainConfig(learning_rates=(0.1,))), "learning_rates"),
     ],
 )
 def test_bad_arguments_raise(call, match):

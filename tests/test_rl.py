@@ -252,5 +252,8 @@ def test_reinforce_refuses_to_resume_another_run(tmp_path):
     other_base = TransformerPredictor(MODEL, init_params(MODEL, jax.random.key(1))[1])
     with pytest.raises(ValueError, match="another RL run"):
         reinforce(other_base, TokenCount(1), config, out_dir=tmp_path)
+    with pytest.raises(ValueError, match="another RL run"):  # another reward: its records are not these
+        reinforce(base, TokenCount(2), config, out_dir=tmp_path)
+    reinforce(base, TokenCount(1), config, out_dir=tmp_path)  # the same run resumes (finished: nothing to do)
     with pytest.raises(ValueError, match="checkpoint_every"):
         reinforce(base, TokenCount(1), config, out_dir=tmp_path, checkpoint_every=-1)

@@ -35,7 +35,7 @@ from toymodels.launch import LaunchConfig, launch
 from toymodels.results import read_json
 from toymodels.runs import ModelSize, RunConfig
 from toymodels.sweep import Sweep, parse_axis, process_shard, run_sweep, split_result
-from toymodels.sweep_grid import IGNORED_FIELDS, group_runs, set_field, split_slots
+from toymodels.sweep_grid import IGNORED_FIELDS, group_runs, identity, set_field, split_slots
 from toymodels.sweep_results import FIXED_COLUMNS, load_results
 from toymodels.training import TrainConfig, load_run
 
@@ -110,6 +110,11 @@ def test_grid_expansion_ids_stable_and_distinct():
     assert not {r.run_id for r in other_fn.runs()} & set(by_cell.values())
     overlapping = Sweep(BASE, {"train.seeds": [[0, 1], [1, 2]]}, fn=FAKE_FN)
     assert sorted(r.seed for r in overlapping.runs()) == [0, 1, 2]
+    # Fields added later (ADDED_FIELDS) are left out of ids at their defaults, so runs recorded before
+    # they existed keep their ids; another value is another computation.
+    assert not {"dtype", "attention"} & set(identity(BASE)["model"])
+    bf16 = Sweep(BASE, {"model.dtype": ["bfloat16"], "train.seeds": [0]}, fn=FAKE_FN).runs()[0]
+    assert identity(bf16.config)["model"]["dtype"] == "bfloat16" and bf16.run_id not in by_cell.values()
     # A float field given an int (JSON writes 0.0 as 0) is the same computation, so the same id.
     decay = [Sweep(BASE, {"train.optimizer.weight_decay": [value]}, fn=FAKE_FN).runs()[0] for value in (0, 0.0)]
     assert decay[0].run_id == decay[1].run_id and decay[0].config == decay[1].config

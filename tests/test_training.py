@@ -51,6 +51,7 @@ from toymodels.processes import markov_chain
 from toymodels.sharding import batch_sharding, fetch, make_mesh, mesh_shape, replicated
 from toymodels.training import (
     CHECKPOINT_DIR,
+    CONFIG_FILE,
     METRICS_FILE,
     TrainConfig,
     compiled_step,
@@ -343,6 +344,10 @@ def test_rerunning_a_finished_run_logs_its_final_evaluation_once(tmp_path):
         return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in history]
 
     assert values(again.history) == values(first.history) == values(logged)
+    # Rerun with other evaluation settings: it re-evaluates under them, and config.json says so.
+    fewer = dataclasses.replace(config, evaluation=dataclasses.replace(config.evaluation, num_sequences=32))
+    train(process(), MODEL, fewer, out_dir=tmp_path, quiet=True)
+    assert json.loads((tmp_path / CONFIG_FILE).read_text())["train"]["evaluation"]["num_sequences"] == 32
 
 
 def test_resume_refuses_a_different_config(reference):

@@ -247,6 +247,9 @@ class OwnOutputsRunConfig:
         object.__setattr__(self, "alphas", tuple(float(a) for a in self.alphas))
         if not self.alphas or any(not 0.0 <= a <= 1.0 for a in self.alphas):
             raise ValueError(f"alphas must be one or more numbers in [0, 1], got {self.alphas}")
+        if self.train.learning_rates:  # the fitter trains one model per generation: one rate
+            raise ValueError("train.learning_rates is not used by the own-outputs loop (one model per "
+                             "generation); set train.optimizer.learning_rate instead")
 
     def make_fitter(self, vocab_size: int):
         if self.fitter == "categorical":
@@ -270,5 +273,8 @@ def run(config: OwnOutputsRunConfig) -> dict:
         loops.append({"alpha": alpha, "accumulate": config.accumulate, "records": result.records})
     record = {"config": dataclasses.asdict(config), "loops": loops, "wall_s": time.perf_counter() - began,
               "metadata": run_metadata()}
+    if isinstance(fitter, TransformerFitter):  # what each fit ran with: train's seeds and length are replaced
+        record["fit_train"] = {**dataclasses.asdict(fitter.train_config),
+                               "seeds": "one per generation, drawn from the loop's fit key"}
     write_json_atomic(Path(config.out) / OWN_OUTPUTS_FILE, record)
     return record

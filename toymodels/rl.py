@@ -331,7 +331,8 @@ def reinforce(base: TransformerPredictor, reward: Callable, config: RLConfig, *,
     checkpointer = progress = None
     if out_dir is not None:
         _check_int("checkpoint_every", checkpoint_every, 0)
-        progress = _Progress(Path(out_dir), config, base)
+        progress = _Progress(Path(out_dir), config, base, {"proxy": reward, "true": true_reward, "hack": hack},
+                             log_every)
         checkpointer = Checkpointer(Path(out_dir) / CHECKPOINT_DIR, checkpoint_every)
     try:
         if checkpointer is not None and checkpointer.latest_step() is not None:
@@ -358,15 +359,33 @@ def reinforce(base: TransformerPredictor, reward: Callable, config: RLConfig, *,
     return RLResult(state, history, exact, optimum)
 
 
+def _describe(fn) -> str | None:
+    """A reward function as stable text: a dataclass reward's repr (its fields), a bound method as its
+    name and instance, a function by module and name (never a repr with a memory address)."""
+    if fn is None:
+        return None
+    owner = getattr(fn, "__self__", None)
+    if owner is not None and dataclasses.is_dataclass(owner):
+        return f"{fn.__name__} of {owner!r}"
+    if dataclasses.is_dataclass(fn):
+        return repr(fn)
+    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', type(fn).__qualname__)}"
+
+
 class _Progress:
     """The records of a checkpointed run (rl_progress.json), tied to the run's config and base model."""
 
-    def __init__(self, directory: Path, config: RLConfig, base: TransformerPredictor):
+    def __init__(self, directory: Path, config: RLConfig, base: TransformerPredictor, rewards: dict, log_every: int):
         self.path = directory / PROGRESS_FILE
         base_bytes = b"".join(np.asarray(x).tobytes() for x in jax.tree.leaves(base.params))
-        self.identity = {"config": canonical(config), "base_sha256": hashlib.sha256(base_bytes).hexdigest()}
-        if self.path.exists() and read_json(self.path)["identity"] != self.identity:
-            raise ValueError(f"{directory} holds another RL run (config or base model differ); use another out_dir")
+        # The rewards too: resuming another reward's checkpoint would record its curves under this one.
+        self.identity = {"config": canonical(config), "base_sha256": hashlib.sha256(base_bytes).hexdigest(),
+                         "rewards": {name: _describe(fn) for name, fn in rewards.items()}, "log_every": log_every}
+        stored = read_json(self.path)["identity"] if self.path.exists() else None
+        # Records written before the rewards were part of the identity are compared on what they hold.
+        if stored is not None and stored != {k: v for k, v in self.identity.items() if k in stored}:
+            raise ValueError(f"{directory} holds another RL run (config, rewards or base model differ); "
+                             "use another out_dir")
 
     def records_until(self, step: int) -> tuple[list, list]:
         """(history, exact) up to `step`: records past the checkpoint are redone by the resumed run."""

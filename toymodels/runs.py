@@ -53,6 +53,8 @@ class ModelSize:
     mlp_width: int | None = None  # M: hidden width of each MLP (None: 4 * d_model)
     positions: str = "learned"  # "learned" or "rotary" position information
     myopic: bool = False  # stop gradients into keys/values of earlier positions
+    dtype: str = "float32"  # activations and key-value cache, e.g. "bfloat16" for GPU sweeps
+    attention: str = "einsum"  # the full pass's attention (toymodels.transformer.ATTENTION), e.g. "pallas"
 
     def __post_init__(self):
         if self.positions not in POSITIONS:
@@ -117,6 +119,7 @@ def run(config: RunConfig) -> dict:
         "run": {k: v for k, v in dataclasses.asdict(config).items() if k not in ("model", "train")},
         "slots": [{"seed": seed, "learning_rate": lr} for seed, lr in slots],
         "evaluation": _per_slot(result.evaluation, slots) if result.evaluation is not None else None,
+        "evaluation_config": dataclasses.asdict(config.train.evaluation),  # the settings it was made with
         "final_loss": next((r["loss"] for r in reversed(result.history) if "loss" in r), None),
     }
     if config.divergence_length:

@@ -128,10 +128,25 @@ def canonical(config: Any) -> dict:
     return json.loads(json.dumps(_plain(record), sort_keys=True))
 
 
+# Fields added after run ids were first recorded, with their defaults: left out of the id at that value,
+# so a run computed before the field existed keeps its id (and is not computed again).
+ADDED_FIELDS = {"model.dtype": "float32", "model.attention": "einsum"}
+
+
 def identity(config: Any) -> dict:
     """What ids hash: `canonical(config)` with JSON_TEXT_FIELDS parsed, so '{"x": 1, "y": 2}' and
-    '{"y":2,"x":1}' are one computation."""
-    return _parsed_json_fields(canonical(config))
+    '{"y":2,"x":1}' are one computation, and ADDED_FIELDS at their defaults left out."""
+    record = _parsed_json_fields(canonical(config))
+    defaults = [path for path, value in ADDED_FIELDS.items() if _at(record, path) == value]
+    return _without(record, defaults)
+
+
+def _at(record: dict, path: str):
+    for part in path.split("."):
+        if not isinstance(record, dict) or part not in record:
+            return None
+        record = record[part]
+    return record
 
 
 def config_hash(config: Any, fn_name: str, kind: str = "run") -> str:

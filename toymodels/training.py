@@ -368,7 +368,10 @@ def train(process, model_config: TransformerConfig, config: TrainConfig, *, out_
         config_json = _config_record(model_config, config, run_info)
         if (out / CONFIG_FILE).exists():
             _check_resumable(out / CONFIG_FILE, config_json)
-        elif main:
+        if main and (not (out / CONFIG_FILE).exists()
+                     or read_json(out / CONFIG_FILE) != json.loads(json.dumps(config_json, default=str))):
+            # A resume may change how the run is observed (evaluation, logging, checkpoints): config.json
+            # states the settings of the latest run, under which its evaluations are made.
             write_json_atomic(out / CONFIG_FILE, config_json)
         checkpointer = Checkpointer(out / CHECKPOINT_DIR, config.checkpoint_every, config.keep_checkpoints)
     try:
