@@ -116,6 +116,40 @@ def test_finetune_records_exact_kl_and_reduces_it():
     print("F(target || Q) at steps 0, 5, 10 per seed:", kls.tolist())
 
 
+class Killed(Exception):
+    pass
+
+
+def test_a_resumed_or_rerun_finetune_keeps_its_whole_kl_curve(tmp_path, monkeypatch):
+    """Killed while measuring the KL at step 10 (before that step's checkpoint), then rerun, and rerun
+    once more when finished: the KL records equal an uninterrupted run's every time (a resumed run once
+    kept only step 0 and the steps after its checkpoint; a finished one only step 0)."""
+    import dataclasses
+
+    import toymodels.finetune as finetune_module
+
+    target = restricted_process("persona_stage", stage_kwargs(1), (0, 1))
+    base = TransformerPredictor(MODEL, init_params(MODEL, jax.random.key(7))[1])
+    config = dataclasses.replace(CONFIG, checkpoint_every=5)
+    whole = finetune(target, base, config, kl_length=LENGTH, kl_every=5).kl
+    measure, calls = finetune_module.exact_kls, []
+
+    def dies_at_the_fourth(*args):  # calls: step 0 (the base, once), then 5 and 10 for each of 2 slots
+        calls.append(1)
+        if len(calls) == 4:
+            raise Killed
+        return measure(*args)
+
+    monkeypatch.setattr(finetune_module, "exact_kls", dies_at_the_fourth)
+    with pytest.raises(Killed):
+        finetune(target, base, config, kl_length=LENGTH, kl_every=5, out_dir=tmp_path, quiet=True)
+    monkeypatch.undo()
+    resumed = finetune(target, base, config, kl_length=LENGTH, kl_every=5, out_dir=tmp_path, quiet=True).kl
+    again = finetune(target, base, config, kl_length=LENGTH, kl_every=5, out_dir=tmp_path, quiet=True).kl
+    assert [r["step"] for r in whole] == [0, 5, 10]
+    assert resumed == whole and again == whole
+
+
 def _script(name: str):
     return load_script(SCRIPTS / f"{name}.py", f"{name}_script")
 

@@ -304,19 +304,33 @@ class Killed(Exception):
     pass
 
 
-@pytest.mark.parametrize("kill_at", [5, 4])
-def test_kill_and_resume_is_bit_identical(reference, tmp_path, kill_at):
-    """Stop after step 5, or right after step 4's checkpoint (last checkpoint: step 4 either way), rerun:
-    the final state equals the uninterrupted one and the log holds every logged step once."""
+@pytest.mark.parametrize("kill", ["callback at step 5", "right after the checkpoint of step 4"])
+def test_kill_and_resume_is_bit_identical(reference, tmp_path, monkeypatch, kill):
+    """Stop at step 5 (a callback raising, as a kill would), or right after step 4's checkpoint is written
+    (the window a SIGKILL can hit); the last checkpoint is step 4 either way. Rerun: the final state
+    equals the uninterrupted one and the log holds every logged step once."""
     result, state, _ = reference
     config = train_config(checkpoint_every=2)
+    callback = None
+    if kill.startswith("callback"):
+        def callback(step, _):
+            if step == 5:
+                raise Killed
+    else:
+        save = Checkpointer.save
 
-    def kill(step, _):
-        if step == kill_at:
-            raise Killed
+        def save_then_die(self, step, state, force=False):
+            started = save(self, step, state, force)
+            if step == 4:
+                self._manager.wait_until_finished()
+                raise Killed
+            return started
+
+        monkeypatch.setattr(Checkpointer, "save", save_then_die)
 
     with pytest.raises(Killed):
-        train(process(), MODEL, config, out_dir=tmp_path, callback=kill, quiet=True)
+        train(process(), MODEL, config, out_dir=tmp_path, callback=callback, quiet=True)
+    monkeypatch.undo()
     with Checkpointer(tmp_path / CHECKPOINT_DIR, every=0) as checkpointer:
         assert checkpointer.latest_step() == 4
     resumed = train(process(), MODEL, config, out_dir=tmp_path, quiet=True)

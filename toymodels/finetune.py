@@ -31,10 +31,12 @@ from toymodels.processes.personas import restrict_prior
 from toymodels.results import read_json, run_metadata, write_json_atomic
 from toymodels.runs import parse_process_kwargs
 from toymodels.sharding import fetch
-from toymodels.training import CONFIG_FILE, TrainConfig, TrainResult, load_predictor, train
+from toymodels.checkpoints import Checkpointer
+from toymodels.training import CHECKPOINT_DIR, CONFIG_FILE, TrainConfig, TrainResult, load_predictor, train
 from toymodels.transformer_predictor import TransformerPredictor
 
 FINETUNE_FILE = "finetune.json"
+KL_PROGRESS_FILE = "finetune_kl.json"  # the KL records so far, for a resumed run
 
 
 def _check_int(name: str, value, minimum: int) -> None:
@@ -86,8 +88,9 @@ def finetune(process, base: TransformerPredictor, config: TrainConfig, *, refere
     With `kl_length` > 0, records the exact forward KL over kl_length tokens from each of
     `references` (default {"target": process}) to every slot, at step 0 and every `kl_every` steps
     and after the last one (the enumeration of V^kl_length sequences must be affordable). With
-    `out_dir` the run is written and resumed as training.train does; a resumed run records step 0
-    (the base) and then only the steps after the checkpoint it resumed from.
+    `out_dir` the run is written and resumed as training.train does, and the KL records are kept in
+    OUT/finetune_kl.json as they are measured: a resumed run keeps those up to the checkpoint it resumes
+    from (the later ones it measures again), so its curve equals an uninterrupted run's.
     """
     if not isinstance(base, TransformerPredictor):
         raise ValueError(f"base must be a TransformerPredictor, got {type(base).__name__}")
@@ -98,9 +101,16 @@ def finetune(process, base: TransformerPredictor, config: TrainConfig, *, refere
     references = {"target": process} if references is None else dict(references)
     num_slots, records = len(config.slots), []
 
+    saved = Path(out_dir) / KL_PROGRESS_FILE if out_dir is not None else None
+
+    def keep(record) -> None:
+        records.append(record)
+        if saved is not None and jax.process_index() == 0:
+            write_json_atomic(saved, {"records": records})
+
     def measure(step: int, slot_params) -> None:
         per_slot = [exact_kls(references, TransformerPredictor(base.config, params), kl_length) for params in slot_params]
-        records.append({"step": step, **{name: [kls[name] for kls in per_slot] for name in references}})
+        keep({"step": step, **{name: [kls[name] for kls in per_slot] for name in references}})
 
     def callback(step: int, state) -> None:
         if kl_length and (step % kl_every == 0 or step == config.steps):
@@ -109,10 +119,25 @@ def finetune(process, base: TransformerPredictor, config: TrainConfig, *, refere
 
     if kl_length:  # every slot starts from the base model: measure it once
         kls = exact_kls(references, base, kl_length)
-        records.append({"step": 0, **{name: [kls[name]] * num_slots for name in references}})
+        first = {"step": 0, **{name: [kls[name]] * num_slots for name in references}}
+        resumed = _resumed_records(Path(out_dir)) if out_dir is not None else []
+        records.append(first)
+        for record in resumed:
+            keep(record)
+        if not resumed and saved is not None and jax.process_index() == 0:
+            write_json_atomic(saved, {"records": records})
     result = train(process, base.config, config, out_dir=out_dir, run_info=run_info, callback=callback,
                    quiet=quiet, initial_params=base.params)
     return FinetuneResult(result, records)
+
+
+def _resumed_records(out: Path) -> list:
+    """KL records after step 0 that a previous run of `out` measured up to its latest checkpoint."""
+    if not (out / KL_PROGRESS_FILE).exists() or not (out / CHECKPOINT_DIR).exists():
+        return []
+    with Checkpointer(out / CHECKPOINT_DIR, every=0) as checkpointer:
+        start = checkpointer.latest_step() or 0
+    return [r for r in read_json(out / KL_PROGRESS_FILE)["records"] if 0 < r["step"] <= start]
 
 
 def kl_curves(records: list, name: str = "target") -> tuple[np.ndarray, np.ndarray]:

@@ -348,8 +348,9 @@ def train(process, model_config: TransformerConfig, config: TrainConfig, *, out_
 
     With `out_dir`, writes config.json ({**run_info, "model", "train"}), appends metrics.jsonl (one
     JSON record per logged step or evaluation) and saves checkpoints/ every `checkpoint_every` steps
-    and after the last step. `callback(step, state)` runs on the host after each step is dispatched
-    (an exception from it stops the run as a kill would, after pending checkpoint writes finish).
+    and after the last step. `callback(step, state)` runs on the host after each step is dispatched,
+    before that step's checkpoint (an exception from it stops the run as a kill would, after pending
+    checkpoint writes finish).
     The progress bar shows when stderr is a terminal and not `quiet`. `initial_params` (fine-tuning):
     start every slot from these parameters instead of fresh ones (see `start_from`); a run that
     resumes from a checkpoint ignores them, since the checkpoint descends from them.
@@ -429,6 +430,10 @@ def train(process, model_config: TransformerConfig, config: TrainConfig, *, out_
                     log_step(*previous)  # evaluation waits for this step anyway; keep records in order
                     previous = None
                     evaluate(done, state.params)
+                if callback is not None:
+                    # Before the step's checkpoint: whatever the callback records for this step (e.g.
+                    # fine-tuning's KL curve) exists before a resume could start after it.
+                    callback(done, state)
                 if checkpointer is not None and done < config.steps and checkpointer.due(done):
                     if previous is not None:
                         # This step's record goes to the log before its checkpoint exists: a run that
@@ -437,8 +442,6 @@ def train(process, model_config: TransformerConfig, config: TrainConfig, *, out_
                         log_step(*previous)
                         previous = None
                     checkpointer.save(done, state)
-                if callback is not None:
-                    callback(done, state)
                 bar.update(1)
             if previous is not None:
                 log_step(*previous)
