@@ -30,9 +30,10 @@ from toymodels.processes import make_process
 from toymodels.processes.personas import restrict_prior
 from toymodels.results import read_json, run_metadata, write_json_atomic
 from toymodels.runs import parse_process_kwargs
-from toymodels.sharding import fetch
 from toymodels.checkpoints import Checkpointer
-from toymodels.training import CHECKPOINT_DIR, CONFIG_FILE, TrainConfig, TrainResult, load_predictor, train
+from toymodels.run_files import CHECKPOINT_DIR, CONFIG_FILE
+from toymodels.sharding import fetch
+from toymodels.training import TrainConfig, TrainResult, load_predictor, train
 from toymodels.transformer_predictor import TransformerPredictor
 
 FINETUNE_FILE = "finetune.json"
@@ -103,8 +104,8 @@ def finetune(process, base: TransformerPredictor, config: TrainConfig, *, refere
 
     saved = Path(out_dir) / KL_PROGRESS_FILE if out_dir is not None else None
 
-    def keep(record) -> None:
-        records.append(record)
+    def keep(*new) -> None:
+        records.extend(new)
         if saved is not None and jax.process_index() == 0:
             write_json_atomic(saved, {"records": records})
 
@@ -120,12 +121,7 @@ def finetune(process, base: TransformerPredictor, config: TrainConfig, *, refere
     if kl_length:  # every slot starts from the base model: measure it once
         kls = exact_kls(references, base, kl_length)
         first = {"step": 0, **{name: [kls[name]] * num_slots for name in references}}
-        resumed = _resumed_records(Path(out_dir)) if out_dir is not None else []
-        records.append(first)
-        for record in resumed:
-            keep(record)
-        if not resumed and saved is not None and jax.process_index() == 0:
-            write_json_atomic(saved, {"records": records})
+        keep(first, *(_resumed_records(Path(out_dir)) if out_dir is not None else []))
     result = train(process, base.config, config, out_dir=out_dir, run_info=run_info, callback=callback,
                    quiet=quiet, initial_params=base.params)
     return FinetuneResult(result, records)

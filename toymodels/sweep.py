@@ -13,8 +13,9 @@ Runs are keyed by what they compute (config and run function), so a grid may gro
 directory; a finished run is never recomputed, even after the code changes (each result file records
 its code version): a group some of whose runs are finished trains only the others (`_pending_part`).
 Two processes must not run the same shard of one directory at once (nothing locks a group: both
-would train it, into one work directory); a resubmitted job should wait for the first to stop. OUT/sweep.json records the latest grid and its groups. `load_results(OUT)` (sweep_results.py)
-reads the result files into a DataFrame; launch.py submits the shards as a Slurm job array.
+would train it, into one work directory); a resubmitted job should wait for the first to stop.
+OUT/sweep.json records the latest grid and its groups. `load_results(OUT)` (sweep_results.py) reads
+the result files into a DataFrame; launch.py submits the shards as a Slurm job array.
 
 The run function takes a config and returns a JSON-able dict of metrics. For a group of several slots
 it must say which metrics belong to which slot, in one of two forms: {"per_slot": [dict per slot, in

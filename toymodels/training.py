@@ -41,13 +41,12 @@ from toymodels.checkpoints import Checkpointer, abstract_like, restore_latest
 from toymodels.data import draw_batch, init_key
 from toymodels.evaluation import EvalConfig, Evaluator
 from toymodels.optimizer import OptimizerConfig, _check_float, make_optimizer, make_schedule
-from toymodels.results import read_json, write_json_atomic
+from toymodels.results import read_json
+from toymodels.run_files import (CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, config_record, truncate_metrics,
+                                 write_config)
 from toymodels.sharding import DATA, SEEDS, batch_sharding, fetch, make_mesh, replicated, slot_sharding, state_shardings
 from toymodels.transformer import TransformerConfig, apply, graphdef_for, init_params, param_shapes
 from toymodels.transformer_predictor import TransformerPredictor
-
-CONFIG_FILE, METRICS_FILE, CHECKPOINT_DIR = "config.json", "metrics.jsonl", "checkpoints"
-
 
 def _check_int(name: str, value, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
@@ -113,11 +112,6 @@ class TrainConfig:
         record["seeds"] = tuple(record.get("seeds", (0,)))
         record["learning_rates"] = tuple(record.get("learning_rates", ()))
         return cls(**record)
-
-
-# Fields that change how a run is observed or laid out, not what it computes: a resumed run may differ
-# in these (num_devices changes float rounding through the reduction order, not the algorithm).
-_OBSERVATION_FIELDS = ("evaluation", "log_every", "checkpoint_every", "keep_checkpoints", "num_devices")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -309,23 +303,6 @@ class TrainResult(NamedTuple):
     evaluation: dict | None  # the final Evaluator output (per-slot arrays), if config.evaluation.final
 
 
-def _config_record(model_config: TransformerConfig, config: TrainConfig, run_info: dict | None) -> dict:
-    return {**(run_info or {}), "model": dataclasses.asdict(model_config), "train": dataclasses.asdict(config)}
-
-
-def _check_resumable(path: Path, record: dict) -> None:
-    """A run may only resume from a directory whose config computes the same thing."""
-    old = read_json(path)
-
-    def essence(r):
-        return {**{k: v for k, v in r.items() if k != "train"},
-                "train": {k: v for k, v in r["train"].items() if k not in _OBSERVATION_FIELDS}}
-
-    new = json.loads(json.dumps(essence(record), default=str))
-    if essence(old) != new:
-        raise ValueError(f"{path} holds a different run's config; use another output directory (or delete it)")
-
-
 def _devices(num_devices: int):
     if num_devices == 0:
         return None
@@ -366,14 +343,7 @@ def train(process, model_config: TransformerConfig, config: TrainConfig, *, out_
     out = Path(out_dir) if out_dir is not None else None
     checkpointer, start, history = None, 0, []
     if out is not None:
-        config_json = _config_record(model_config, config, run_info)
-        if (out / CONFIG_FILE).exists():
-            _check_resumable(out / CONFIG_FILE, config_json)
-        if main and (not (out / CONFIG_FILE).exists()
-                     or read_json(out / CONFIG_FILE) != json.loads(json.dumps(config_json, default=str))):
-            # A resume may change how the run is observed (evaluation, logging, checkpoints): config.json
-            # states the settings of the latest run, under which its evaluations are made.
-            write_json_atomic(out / CONFIG_FILE, config_json)
+        write_config(out, config_record(model_config, config, run_info), write=main)
         checkpointer = Checkpointer(out / CHECKPOINT_DIR, config.checkpoint_every, config.keep_checkpoints)
     try:
         if checkpointer is not None and checkpointer.latest_step() is not None:
@@ -384,7 +354,7 @@ def train(process, model_config: TransformerConfig, config: TrainConfig, *, out_
             if initial_params is not None:
                 state = start_from(state, initial_params, model_config, config, mesh)
         if out is not None and main:
-            history = _truncate_metrics(out / METRICS_FILE, start, finished=start == config.steps)
+            history = truncate_metrics(out / METRICS_FILE, start, finished=start == config.steps)
         evaluator = None
         if config.evaluation.every or config.evaluation.final:
             evaluator = Evaluator(process, model_config, config.evaluation, config.sequence_length, mesh)
@@ -413,6 +383,10 @@ def train(process, model_config: TransformerConfig, config: TrainConfig, *, out_
                 emit(_plain_metrics(step, metrics, schedule, rates, time.perf_counter() - began))
                 bar.set_postfix(loss=f"{np.mean(history[-1]['loss']):.4f}", refresh=False)
 
+        def log_when_ready(step, metrics):
+            jax.block_until_ready(metrics)
+            log_step(step, metrics)
+
         previous = None  # (step, metrics) of the step dispatched before the current one
         try:
             for step in range(start, config.steps):
@@ -423,8 +397,7 @@ def train(process, model_config: TransformerConfig, config: TrainConfig, *, out_
                     # two steps are in flight, enough to hide dispatch; an unbounded queue of steps
                     # deadlocked XLA:CPU's collectives on 8 fake CPU devices (an all-reduce rendezvous
                     # that one device never reached, after a few hundred queued steps).
-                    jax.block_until_ready(previous[1])
-                    log_step(*previous)
+                    log_when_ready(*previous)
                 previous = (done, metrics)
                 if config.evaluation.every and done % config.evaluation.every == 0 and done < config.steps:
                     log_step(*previous)  # evaluation waits for this step anyway; keep records in order
@@ -438,8 +411,7 @@ def train(process, model_config: TransformerConfig, config: TrainConfig, *, out_
                     if previous is not None:
                         # This step's record goes to the log before its checkpoint exists: a run that
                         # stops after the save resumes at this step and would never log it again.
-                        jax.block_until_ready(previous[1])
-                        log_step(*previous)
+                        log_when_ready(*previous)
                         previous = None
                     checkpointer.save(done, state)
                 bar.update(1)
@@ -456,22 +428,6 @@ def train(process, model_config: TransformerConfig, config: TrainConfig, *, out_
         if checkpointer is not None:
             checkpointer.close()
     return TrainResult(state, history, evaluation)
-
-
-def _truncate_metrics(path: Path, start: int, finished: bool = False) -> list:
-    """Drop records after step `start` (logged by an interrupted run past its last checkpoint, and
-    about to be logged again); return the records kept. A `finished` run (start = steps) is about to
-    redo only its final evaluation, which comes after the last checkpoint: drop that record too."""
-    if not path.exists():
-        return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    kept = [r for r in records if r["step"] < start or (r["step"] == start and not (finished and "eval" in r))]
-    if len(kept) != len(records):
-        write_text = "".join(json.dumps(r) + "\n" for r in kept)
-        temp = path.with_suffix(".tmp")
-        temp.write_text(write_text)
-        temp.replace(path)
-    return kept
 
 
 # --------------------------------------------------------------------------------------------------

@@ -112,8 +112,8 @@ def test_refit_loop_is_a_martingale_and_keeps_a_lost_token_lost_at_the_binomial_
     for seed in range(300):
         lost = np.asarray(refit_loop(jax.random.key(10_000 + seed), probs, num_samples, 60, alpha=alpha))[:, 2] == 0
         stays.extend(lost[1:][lost[:-1]])
-    expected = lost_token_stays_lost(0.1, alpha, num_samples)
-    assert expected == pytest.approx(0.9**3) and len(stays) > 500
+    expected = 0.9**3  # (1 - p_2)^round(alpha N), by hand: round(0.3 * 10) = 3 fresh draws
+    assert lost_token_stays_lost(0.1, alpha, num_samples) == pytest.approx(expected) and len(stays) > 500
     assert abs(np.mean(stays) - expected) <= 5 * math.sqrt(expected * (1 - expected) / len(stays))
 
 
