@@ -7,7 +7,8 @@ belief-times-transition product) and compared with a float32 matmul timed here t
 
 Targets (issue 2): at least 5x dynamax's filter and 20x hmmlearn's fastest implementation. The run also
 times toymodels' log_conditionals on the same batch (all next-token distributions, what
-theory.divergence reads), for reference; it has no peer here.
+theory.divergence reads), for reference; it has no peer here, and two floor scans (see floor_scans)
+that show how fast any filter built from XLA ops could be on this machine.
 """
 
 from __future__ import annotations
@@ -29,6 +30,29 @@ def random_standard_hmm(rng, num_states, vocab_size):
     moves = rng.dirichlet(np.ones(num_states), size=num_states)
     emissions = rng.dirichlet(np.ones(vocab_size), size=num_states)
     return initial, moves, emissions
+
+
+def floor_scans(moves, emission_row, batch: int, length: int, block: int = 8):
+    """Two scans that do less than any exact filter, to show what XLA:CPU's per-token ops cost here.
+
+    "products only": u <- u A for every token, normalised once per `block` tokens, as toymodels'
+    log_prob does; "products + fixed multiply": the same with u <- (u * c) A for a fixed vector c, that is
+    a filter whose every token has the same emission row, so no per-sequence gather. A filter of a
+    standard HMM needs at least the second: its rate bounds what toymodels' log_prob can reach with
+    XLA ops (it also has to gather each sequence's emission row)."""
+    start = jnp.full((batch, moves.shape[0]), 1.0 / moves.shape[0], moves.dtype)
+    blocks = jnp.zeros((length // block, block), moves.dtype)  # only the loop count matters
+
+    def scan(scale_each_token: bool):
+        def body(u, _):
+            for _ in range(block):
+                u = jnp.matmul(u * emission_row if scale_each_token else u, moves, precision="highest")
+            mass = u.sum(axis=-1, keepdims=True)
+            return u / mass, jnp.log(mass[:, 0])
+
+        return jax.jit(lambda: jax.lax.scan(body, start, blocks)[1].sum(axis=0))
+
+    return scan(False), scan(True)
 
 
 def main() -> None:
@@ -70,6 +94,8 @@ def main() -> None:
 
         return jax.vmap(one)(tokens)
 
+    products_only, products_and_multiply = floor_scans(moves_j, jnp.asarray(emissions[:, 0], jnp.float32), batch, length)
+
     per_round = round_times(
         {
             "toymodels": lambda: process.log_prob(tokens).block_until_ready(),
@@ -77,6 +103,9 @@ def main() -> None:
             "dynamax hmm_filter": lambda: dynamax_log_prob(tokens).block_until_ready(),
             # Not a contender: every next-token distribution, [B, L, V], as theory.divergence reads them.
             "toymodels log_conditionals": lambda: process.log_conditionals(tokens).block_until_ready(),
+            # Not contenders: lower bounds on the cost of any filter built from XLA ops (floor_scans).
+            "floor: products only": lambda: products_only().block_until_ready(),
+            "floor: products + multiply": lambda: products_and_multiply().block_until_ready(),
         },
         args.repeats,
     )
@@ -108,6 +137,9 @@ def main() -> None:
     hmmlearn_best = max(batch / results["hmmlearn (log)"], batch / results["hmmlearn (scaling)"])
     print(f"ratio vs dynamax: {ours_rate / (batch / results['dynamax hmm_filter']):.2f}x best of rounds, "
           f"{paired_ratio(per_round, 'toymodels', 'dynamax hmm_filter')} median [quartiles] within rounds (target >= 5)")
+    floor = batch / results["floor: products + multiply"]
+    print(f"ceiling vs dynamax of a filter with no per-sequence gather: "
+          f"{floor / (batch / results['dynamax hmm_filter']):.2f}x (floor: products + multiply)")
     print(f"ratio vs hmmlearn fastest: {ours_rate / hmmlearn_best:.1f}x (target >= 20)")
     print(f"fraction of matmul peak: {useful_flops / results['toymodels'] / 1e9 / matmul:.3f}")
     print(f"max relative log-prob gap to dynamax: {relative_gap:.2e}")
