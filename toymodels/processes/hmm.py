@@ -309,8 +309,10 @@ _BLOCK = 8
 def _log_likelihood(process: _Recursion, tokens):
     """log P(x) [B]: by the CPU kernel where it is available, else by the XLA scan; both compute the
     filter's value up to rounding, and -inf for an impossible sequence. (The kernel was faster at every
-    size measured, 2-6x, except a factorised S = 256, 0.9x.)"""
-    if tokens.shape[1] == 0 or not native.available(process.initial.dtype):
+    size measured, 2-6x, except a factorised S = 256, 0.9x.) On a machine whose default backend is an
+    accelerator the kernel is not even built, so such a machine needs no C++ compiler."""
+    on_cpu = jax.default_backend() == "cpu"
+    if tokens.shape[1] == 0 or not on_cpu or not native.available(process.initial.dtype):
         return _xla_log_likelihood(process, tokens)
     return jax.lax.platform_dependent(process, tokens, cpu=_native_log_likelihood, default=_xla_log_likelihood)
 
