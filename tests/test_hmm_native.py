@@ -145,6 +145,6 @@ def test_empty_batch_and_one_sequence():
 def test_kernel_rejects_inconsistent_operands():
     """Shapes are the wrapper's job, but the kernel checks them too: an error, never a wrong read."""
     emissions = jnp.ones((3, 4))  # V = 3, so the general step needs 3 matrices
-    with pytest.raises(Exception, match="inconsistent shapes"):
-        native.log_prob(native.GENERAL, emissions, jnp.ones((1, 4, 4)), jnp.ones(4) / 4,
+    with pytest.raises(jax.errors.JaxRuntimeError, match="inconsistent shapes"):
+        native.log_prob("general", emissions, jnp.ones((1, 4, 4)), jnp.ones(4) / 4,
                         jnp.zeros((2, 3), jnp.int32)).block_until_ready()

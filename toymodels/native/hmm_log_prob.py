@@ -37,13 +37,13 @@ def available(dtype) -> bool:
     return np.dtype(dtype) in _TARGETS and _registered()
 
 
-# The kernel's `step` values (enum Step in hmm_log_prob.cc).
-EMIT_THEN_MOVE, MOVE_THEN_EMIT, GENERAL = 0, 1, 2
+# The kernel's steps, in the order of its enum Step (hmm_log_prob.cc); named as HMMProcess.structure.
+STEPS = ("emit_then_move", "move_then_emit", "general")
 
 
-def log_prob(step: int, emissions, matrices, initial, tokens):
-    """log P(x) [B] for the filter step u <- (u * E[x]) A (EMIT_THEN_MOVE), (u A) * E[x] (MOVE_THEN_EMIT)
-    or u T[x] (GENERAL), where emissions E is [V, S] (read for its V alone by GENERAL), matrices is A
+def log_prob(step: str, emissions, matrices, initial, tokens):
+    """log P(x) [B] for the filter step u <- (u * E[x]) A ("emit_then_move"), (u A) * E[x]
+    ("move_then_emit") or u T[x] ("general"), where emissions E is [V, S] (read for its V alone by GENERAL), matrices is A
     [1, S, S] or T [V, S, S], initial [S] and tokens [B, L] (an id outside [0, V) is an impossible
     token). Needs `available(dtype)`."""
     dtype = np.dtype(initial.dtype)
@@ -56,4 +56,4 @@ def log_prob(step: int, emissions, matrices, initial, tokens):
     ids = jnp.where((tokens >= 0) & (tokens < vocab), tokens, -1).astype(jnp.int32)
     call = jax.ffi.ffi_call(_TARGETS[dtype][0], jax.ShapeDtypeStruct(tokens.shape[:-1], dtype),
                             vmap_method="broadcast_all")
-    return call(pad(emissions), pad(matrices), pad(initial), ids, step=np.int32(step))
+    return call(pad(emissions), pad(matrices), pad(initial), ids, step=np.int32(STEPS.index(step)))

@@ -317,15 +317,12 @@ def _log_likelihood(process: _Recursion, tokens):
     return jax.lax.platform_dependent(process, tokens, cpu=_native_log_likelihood, default=_xla_log_likelihood)
 
 
-_NATIVE_STEPS = {EMIT_THEN_MOVE: native.EMIT_THEN_MOVE, MOVE_THEN_EMIT: native.MOVE_THEN_EMIT, GENERAL: native.GENERAL}
-
-
 @jax.custom_jvp
 def _native_log_likelihood(process: _Recursion, tokens):
     """The kernel's step for the process's structure: A and the emission table E of that structure, or
     T itself (its E then only gives the vocabulary size)."""
     matrices = process.transitions if process.structure == GENERAL else process.moves[None]
-    return native.log_prob(_NATIVE_STEPS[process.structure], process.emissions.T, matrices, process.initial, tokens)
+    return native.log_prob(process.structure, process.emissions.T, matrices, process.initial, tokens)
 
 
 @_native_log_likelihood.defjvp
