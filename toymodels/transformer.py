@@ -35,13 +35,16 @@ from flax import nnx
 from jaxtyping import Array, Bool, Float, Int
 
 from toymodels import pallas_attention, precision
+from toymodels.native import causal_attention as native_attention
 
 POSITIONS = ("learned", "rotary")
 # How the full (teacher-forced) pass attends: "einsum" materialises the [B, H, L, L] scores (exact
-# softmax, supports myopic mode); "xla" and "cudnn" call jax.nn.dot_product_attention with that
-# implementation, causal ("cudnn": cuDNN flash attention, NVIDIA GPUs with float16 or bfloat16
-# activations, scores never materialised); "pallas" is a fused Triton kernel (NVIDIA GPUs; see
-# toymodels.pallas_attention). The cached decoding step always uses "einsum".
+# softmax, supports myopic mode; on a CPU, for float32 and not myopic, the C++ kernel
+# toymodels/native/causal_attention.cc computes the same softmax without them: Attention._use_kernel);
+# "xla" and "cudnn" call jax.nn.dot_product_attention with that implementation, causal ("cudnn": cuDNN
+# flash attention, NVIDIA GPUs with float16 or bfloat16 activations, scores never materialised);
+# "pallas" is a fused Triton kernel (NVIDIA GPUs; see toymodels.pallas_attention). The cached
+# decoding step always uses "einsum".
 ATTENTION = ("einsum", "xla", "cudnn", "pallas")
 _EMBED_INIT = nnx.initializers.normal(stddev=0.02)
 # Largest embedding table (vocabulary + BOS) that accelerators look up by a one-hot product (`embed_rows`).
@@ -180,6 +183,13 @@ def attend(
     return out_BxTxHxK + self_weight_BxTxH[..., None] * (v_BxSxHxK - frozen_BxSxHxK)
 
 
+def _causal_attend(qkv_BxLx3xHxK: Float[Array, "B L 3 H K"]) -> Float[Array, "B L H K"]:
+    """`attend` with the causal mask, of (already rotated) queries, keys and values stacked on axis 2."""
+    length = qkv_BxLx3xHxK.shape[1]
+    q, k, v = (qkv_BxLx3xHxK[:, :, i] for i in range(3))
+    return attend(q, k, v, jnp.tril(jnp.ones((length, length), bool)))
+
+
 # --------------------------------------------------------------------------------------------------
 # Modules
 # --------------------------------------------------------------------------------------------------
@@ -233,20 +243,45 @@ class Attention(nnx.Module):
 
     def project(self, x_BxTxD, positions_T):
         """Queries, keys and values of inputs at `positions_T` (rotated when positions are rotary)."""
-        c = self.config
-        qkv_BxTx3xHxK = self.qkv(x_BxTxD).reshape(x_BxTxD.shape[:2] + (3, c.num_heads, c.head_dim))
+        return self._split(self._fused_projection(x_BxTxD), positions_T)
+
+    def _fused_projection(self, x_BxTxD) -> Float[Array, "B T 3 H K"]:
+        return self.qkv(x_BxTxD).reshape(x_BxTxD.shape[:2] + (3, self.config.num_heads, self.config.head_dim))
+
+    def _split(self, qkv_BxTx3xHxK, positions_T):
+        """(q, k, v) from the fused projection, q and k rotated when positions are rotary."""
         q, k, v = (qkv_BxTx3xHxK[:, :, i] for i in range(3))
-        if c.positions == "rotary":
-            q, k = rotate(q, positions_T, c.rotary_base), rotate(k, positions_T, c.rotary_base)
+        if self.config.positions == "rotary":
+            q, k = rotate(q, positions_T, self.config.rotary_base), rotate(k, positions_T, self.config.rotary_base)
         return q, k, v
+
+    def _use_kernel(self) -> bool:
+        """Whether the full pass runs the CPU kernel toymodels/native/causal_attention.cc: for "einsum"
+        attention, float32 and not myopic, on a CPU where it could be built (else TOYMODELS_NATIVE=0 or
+        no C++ compiler: `attend`). It computes the same softmax (to float32 rounding) and its own
+        backward pass, so reverse-mode autodiff works through it and forward mode (jax.jvp) does not
+        (attention="xla" supports both). Why: XLA's CPU code spent about a third of the benchmark
+        model's training step in the [B, H, L, L] scores, their transposes, small batched products and
+        the slicing of q, k, v; the kernel made the step about 1.1x faster."""
+        c = self.config
+        return (c.attention == "einsum" and not c.myopic and jnp.dtype(c.dtype) == jnp.float32
+                and jax.default_backend() == "cpu" and native_attention.available(jnp.float32))
 
     def __call__(self, x_BxLxD: Float[Array, "B L D"]) -> Float[Array, "B L D"]:
         """Causal attention over the whole sequence (position t attends to positions <= t)."""
-        length = x_BxLxD.shape[1]
-        q, k, v = self.project(x_BxLxD, jnp.arange(length, dtype=jnp.int32))
-        if self.config.attention == "einsum":
+        c, length = self.config, x_BxLxD.shape[1]
+        positions_L = jnp.arange(length, dtype=jnp.int32)
+        qkv_BxLx3xHxK = self._fused_projection(x_BxLxD)
+        if self._use_kernel():
+            if c.positions == "rotary":
+                qkv_BxLx3xHxK = jnp.stack(self._split(qkv_BxLx3xHxK, positions_L), axis=2)
+            out_BxLxHxK = jax.lax.platform_dependent(qkv_BxLx3xHxK, cpu=native_attention.causal_attention,
+                                                     default=_causal_attend)
+            return self.out(out_BxLxHxK.reshape(x_BxLxD.shape[:2] + (self.qkv.out_features // 3,)))
+        q, k, v = self._split(qkv_BxLx3xHxK, positions_L)
+        if c.attention == "einsum":
             causal_LxL = jnp.tril(jnp.ones((length, length), bool))
-            out_BxLxHxK = attend(q, k, v, causal_LxL, myopic=self.config.myopic)
+            out_BxLxHxK = attend(q, k, v, causal_LxL, myopic=c.myopic)
         else:
             if self.config.attention in ("cudnn", "pallas") and jax.default_backend() != "gpu":
                 raise ValueError(f"attention={self.config.attention!r} needs an NVIDIA GPU, but JAX runs on "
