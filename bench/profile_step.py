@@ -7,7 +7,8 @@ with jax.profiler and prints, for each line of each accelerator in the trace (a 
 time per step and its `--top` kernels by total time per step, with their calls per step. Kernel names are
 XLA's (fusion_308, gemm_fusion_dot_27, ...): to see what a fusion computes, look it up in the compiled
 program's text, `compiled_step(...).lower(...).compile().as_text()`. On a CPU the trace holds no device
-lines; the XLA thunks run by the host's threads are printed instead.
+lines; the XLA operations run by the host's threads are printed instead (this script turns on
+--xla_cpu_enable_xprof_traceme, without which XLA:CPU records only a few of them).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import collections
 import glob
+import os
 import tempfile
 
 import jax
@@ -36,8 +38,9 @@ def kernel_table(trace_dir: str, steps: int, top: int) -> list[str]:
     for plane, line in lines:
         total, calls = collections.Counter(), collections.Counter()
         for event in line.events:
-            if not devices and ("Execute" in event.name or event.name.startswith(("Wait", "Rendezvous"))):
-                continue  # nested in other events on a host thread (wrappers, collectives): counted twice
+            if not devices and ("Execute" in event.name or "Await" in event.name
+                                or event.name.startswith(("Wait", "Rendezvous"))):
+                continue  # wrappers of other events on a host thread, or waits: counted twice
             total[event.name] += event.duration_ns
             calls[event.name] += 1
         if not total:
@@ -59,6 +62,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="steps traced")
     parser.add_argument("--top", type=int, default=25, help="kernels listed per line")
     args = parser.parse_args()
+    # Before JAX starts: one trace event per XLA:CPU operation (an accelerator ignores the flag).
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_xprof_traceme=true").strip()
     split_host_cpu()
     args.dtype, args.attention = device_defaults(args.dtype, args.attention)
     workload = WORKLOADS[args.workload]
