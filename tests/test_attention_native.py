@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from transformer_params import random_model
 
 from toymodels.native import build
 from toymodels.native import causal_attention as native
-from toymodels.transformer import TransformerConfig, _causal_attend, apply, graphdef_for, param_shapes
+from toymodels.transformer import TransformerConfig, _causal_attend, apply, graphdef_for
 
 HAVE_COMPILER = shutil.which(build.compiler().split()[0]) is not None
 pytestmark = pytest.mark.skipif(not (HAVE_COMPILER and build.enabled()),
@@ -67,11 +68,6 @@ def kernel_vjp(qkv, cotangent):
 def draw(shape, scale=1.0, seed=0):
     return jnp.asarray(scale * np.random.default_rng(seed).standard_normal(shape), jnp.float32)
 
-
-def random_params(config: TransformerConfig):
-    """Parameters of the right shapes drawn with NumPy (flax's initialisers compile slowly on a CPU)."""
-    rng = np.random.default_rng(0)
-    return jax.tree.map(lambda x: jnp.asarray(0.5 * rng.standard_normal(x.shape), x.dtype), param_shapes(config))
 
 
 @given(batch=st.integers(1, 2), length=st.sampled_from([1, 2, 7, 8, 9, 31, 32, 33, 64, 70]), heads=st.integers(1, 3),
@@ -150,7 +146,7 @@ def test_transformer_runs_the_kernel_and_matches_the_einsum_path(positions, monk
     einsum attention's (what runs without the kernel) to float32 rounding."""
     config = TransformerConfig(vocab_size=5, context=20, num_layers=2, d_model=16, num_heads=2, mlp_width=32,
                                positions=positions)
-    graphdef, params = graphdef_for(config), random_params(config)
+    graphdef, params = random_model(config)
     tokens = jnp.asarray(np.random.default_rng(0).integers(0, 5, (3, 20)), jnp.int32)
 
     def loss_and_gradients():  # a new function each time: jit must trace it anew
@@ -175,6 +171,6 @@ def test_transformer_runs_the_kernel_and_matches_the_einsum_path(positions, monk
 def test_myopic_and_other_dtypes_keep_the_einsum_path():
     for fields in (dict(myopic=True), dict(dtype="float64", param_dtype="float64")):
         config = TransformerConfig(vocab_size=3, context=6, num_layers=1, d_model=8, num_heads=2, **fields)
-        params = random_params(config)
+        params = random_model(config)[1]
         text = jax.jit(lambda p: apply(graphdef_for(config), p, jnp.zeros((1, 6), jnp.int32))).lower(params).as_text()
         assert "toymodels_causal_attention" not in text

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from transformer_params import random_model as setup
 from wrappers import ConditionalsOnly
 
 from theory.divergence import forward_kl
@@ -33,7 +34,6 @@ from toymodels.transformer import (
     embed_rows,
     graphdef_for,
     init_params,
-    param_shapes,
 )
 from toymodels.pallas_attention import causal_attention
 from toymodels.transformer_predictor import TransformerPredictor
@@ -58,28 +58,6 @@ def config(positions="learned", **overrides) -> TransformerConfig:
 
 def tokens(seed=1, length=LENGTH, vocab=3):
     return jnp.asarray(np.random.default_rng(seed).integers(0, vocab, (BATCH, length)), jnp.int32)
-
-
-def setup(cfg, seed=0):
-    """(graphdef, params): random float32 parameters of the right shapes, drawn with numpy.
-
-    Flax's initialisers cost about 0.4 s of XLA compilation per parameter tensor on this CPU, so the
-    tests draw their own (nonzero biases and LayerNorm offsets too, which exercises more of the model);
-    test_vmap_over_init_keys covers init_params itself."""
-    rng = np.random.default_rng(seed)
-
-    def draw(path, shape_dtype):
-        name = jax.tree_util.keystr(path)
-        shape = shape_dtype.shape
-        if "scale" in name:
-            values = 1.0 + 0.1 * rng.standard_normal(shape)
-        elif "kernel" in name:
-            values = rng.standard_normal(shape) / np.sqrt(shape[0])
-        else:  # embeddings, biases
-            values = 0.3 * rng.standard_normal(shape)
-        return jnp.asarray(values, shape_dtype.dtype)
-
-    return graphdef_for(cfg), jax.tree_util.tree_map_with_path(draw, param_shapes(cfg))
 
 
 @partial(jax.jit, static_argnums=0)

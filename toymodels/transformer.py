@@ -183,11 +183,15 @@ def attend(
     return out_BxTxHxK + self_weight_BxTxH[..., None] * (v_BxSxHxK - frozen_BxSxHxK)
 
 
+def causal_attend(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, myopic: bool = False) -> Float[Array, "B L H K"]:
+    """`attend` with the causal mask: query t sees keys s <= t (the full pass's "einsum" attention)."""
+    length = q_BxLxHxK.shape[1]
+    return attend(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, jnp.tril(jnp.ones((length, length), bool)), myopic=myopic)
+
+
 def _causal_attend(qkv_BxLx3xHxK: Float[Array, "B L 3 H K"]) -> Float[Array, "B L H K"]:
-    """`attend` with the causal mask, of (already rotated) queries, keys and values stacked on axis 2."""
-    length = qkv_BxLx3xHxK.shape[1]
-    q, k, v = (qkv_BxLx3xHxK[:, :, i] for i in range(3))
-    return attend(q, k, v, jnp.tril(jnp.ones((length, length), bool)))
+    """`causal_attend` of (already rotated) queries, keys and values stacked on axis 2."""
+    return causal_attend(*(qkv_BxLx3xHxK[:, :, i] for i in range(3)))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -269,27 +273,23 @@ class Attention(nnx.Module):
 
     def __call__(self, x_BxLxD: Float[Array, "B L D"]) -> Float[Array, "B L D"]:
         """Causal attention over the whole sequence (position t attends to positions <= t)."""
-        c, length = self.config, x_BxLxD.shape[1]
-        positions_L = jnp.arange(length, dtype=jnp.int32)
+        c = self.config
         qkv_BxLx3xHxK = self._fused_projection(x_BxLxD)
+        q, k, v = self._split(qkv_BxLx3xHxK, jnp.arange(x_BxLxD.shape[1], dtype=jnp.int32))
         if self._use_kernel():
-            if c.positions == "rotary":
-                qkv_BxLx3xHxK = jnp.stack(self._split(qkv_BxLx3xHxK, positions_L), axis=2)
+            if c.positions == "rotary":  # the kernel reads q, k, v as one array: restack them rotated
+                qkv_BxLx3xHxK = jnp.stack([q, k, v], axis=2)
             out_BxLxHxK = jax.lax.platform_dependent(qkv_BxLx3xHxK, cpu=native_attention.causal_attention,
                                                      default=_causal_attend)
-            return self.out(out_BxLxHxK.reshape(x_BxLxD.shape[:2] + (self.qkv.out_features // 3,)))
-        q, k, v = self._split(qkv_BxLx3xHxK, positions_L)
-        if c.attention == "einsum":
-            causal_LxL = jnp.tril(jnp.ones((length, length), bool))
-            out_BxLxHxK = attend(q, k, v, causal_LxL, myopic=c.myopic)
+        elif c.attention == "einsum":
+            out_BxLxHxK = causal_attend(q, k, v, myopic=c.myopic)
+        elif c.attention in ("cudnn", "pallas") and jax.default_backend() != "gpu":
+            raise ValueError(f"attention={c.attention!r} needs an NVIDIA GPU, but JAX runs on "
+                             f"{jax.default_backend()}; use attention='xla' or 'einsum' there")
+        elif c.attention == "pallas":
+            out_BxLxHxK = pallas_attention.causal_attention(q, k, v)
         else:
-            if self.config.attention in ("cudnn", "pallas") and jax.default_backend() != "gpu":
-                raise ValueError(f"attention={self.config.attention!r} needs an NVIDIA GPU, but JAX runs on "
-                                 f"{jax.default_backend()}; use attention='xla' or 'einsum' there")
-            if self.config.attention == "pallas":
-                out_BxLxHxK = pallas_attention.causal_attention(q, k, v)
-            else:
-                out_BxLxHxK = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=self.config.attention)
+            out_BxLxHxK = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=c.attention)
         return self.out(out_BxLxHxK.reshape(x_BxLxD.shape[:2] + (self.qkv.out_features // 3,)))
 
     def decode(self, x_Bx1xD, position, keys_BxCxHxK, values_BxCxHxK):
